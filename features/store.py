@@ -1,0 +1,158 @@
+"""The Feast feature store, configured from settings.
+
+* local profile (default): file registry and SQLite online store under ``<home>/data/feast``,
+  DuckDB over the Parquet feature tables as the offline store -- no server needed;
+* production profile: SQL registry on PostgreSQL and the Redis online store.
+
+Training reads point-in-time frames with :func:`historical_features` and serving reads with
+:func:`online_features`; both take a model's FeatureService, so their feature lists cannot drift.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from feast import FeatureService, FeatureStore, RepoConfig
+from feast.infra.registry.registry import RegistryConfig
+
+from features.feast_repo.entities import customer
+from features.feast_repo.feature_services import MODEL_SERVICES, feature_services
+from features.feast_repo.feature_views import feature_views
+from portrait.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """Feast's configuration for the settings' profile."""
+    online: dict[str, Any]
+    if settings.profile == "production":
+        registry = RegistryConfig(
+            registry_type="sql",
+            path=settings.postgres_url,
+            cache_ttl_seconds=60,
+            sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
+        )
+        online = {"type": "redis", "connection_string": _redis_connection_string(settings.redis_url)}
+    else:
+        registry = RegistryConfig(
+            registry_type="file", path=str(settings.feast_dir / "registry.db"), cache_ttl_seconds=60
+        )
+        online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
+    project = settings.feast_project + (f"_{settings.redis_key_prefix}" if settings.redis_key_prefix else "")
+    return RepoConfig(
+        project=project,
+        provider="local",
+        registry=registry,
+        online_store=online,
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=settings.feast_dir,
+    )
+
+
+def _redis_connection_string(url: str) -> str:
+    """Turn ``redis://host:port/db`` into Feast's ``host:port,db=N`` form."""
+    rest = url.split("://", 1)[-1]
+    hostport, _, db = rest.partition("/")
+    if "@" in hostport:
+        auth, hostport = hostport.rsplit("@", 1)
+        password = auth.split(":", 1)[-1]
+        return f"{hostport},password={password}" + (f",db={db}" if db else "")
+    return hostport + (f",db={db}" if db else "")
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    return FeatureStore(config=repo_config(settings))
+
+
+def definitions(settings: Settings) -> list[Any]:
+    views = feature_views(settings)
+    return [customer(), *views, *feature_services(views)]
+
+
+def apply(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
+    """Register (or update) the entities, views and services in the registry."""
+    store = store or feature_store(settings)
+    objects = definitions(settings)
+    store.apply(objects)
+    logger.info("applied %d Feast objects to project %s", len(objects), store.project)
+    return store
+
+
+def materialize(
+    settings: Settings,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    incremental: bool = True,
+    store: FeatureStore | None = None,
+) -> dict[str, Any]:
+    """Load the newest feature rows into the online store.
+
+    Incremental (default): each view continues from where its last materialization ended; a view never
+    materialized starts at ``start`` or, by default, at the earliest snapshot on disk. ``incremental=False``
+    reloads ``[start, end)`` in full.
+    """
+    store = store or feature_store(settings)
+    end = end or datetime.now(UTC)
+    views = [v.name for v in store.list_feature_views()]
+    if not views:
+        raise RuntimeError("no feature views are registered: run `portrait features apply` first")
+    first = start or earliest_snapshot(settings) or (end - timedelta(days=1))
+    fresh = [v for v in views if not store.get_feature_view(v).materialization_intervals]
+    if incremental and not fresh:
+        store.materialize_incremental(end_date=end, feature_views=views)
+        mode = "incremental"
+    else:
+        store.materialize(start_date=first - timedelta(seconds=1), end_date=end, feature_views=views)
+        mode = "full"
+    return {"mode": mode, "views": views, "start": first, "end": end}
+
+
+def earliest_snapshot(settings: Settings) -> datetime | None:
+    files = sorted((settings.features_dir / "customer_profile").glob("snapshot=*.parquet"))
+    if not files:
+        return None
+    label = files[0].stem.split("=", 1)[1]
+    return datetime.strptime(label, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+
+
+def snapshots_on_disk(settings: Settings) -> list[datetime]:
+    files = sorted((settings.features_dir / "customer_profile").glob("snapshot=*.parquet"))
+    return [datetime.strptime(f.stem.split("=", 1)[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC) for f in files]
+
+
+def service_for(store: FeatureStore, model: str) -> FeatureService:
+    return store.get_feature_service(MODEL_SERVICES[model])
+
+
+def feature_names(store: FeatureStore, model: str) -> list[str]:
+    """The model's feature columns, in FeatureService order (as they come back from Feast)."""
+    service = service_for(store, model)
+    return [f.name for projection in service.feature_view_projections for f in projection.features]
+
+
+def historical_features(
+    settings: Settings, model: str, entity_df: pd.DataFrame, store: FeatureStore | None = None
+) -> pd.DataFrame:
+    """Point-in-time training frame: ``entity_df`` has ``customer_id`` and ``event_timestamp``."""
+    store = store or feature_store(settings)
+    job = store.get_historical_features(entity_df=entity_df, features=service_for(store, model))
+    return job.to_df()
+
+
+def online_features(
+    store: FeatureStore, model: str, customer_ids: Sequence[str], service: FeatureService | None = None
+) -> dict[str, list[Any]]:
+    """Online feature vectors for ``customer_ids`` (columns as lists, in request order)."""
+    service = service or service_for(store, model)
+    response = store.get_online_features(
+        features=service, entity_rows=[{"customer_id": cid} for cid in customer_ids]
+    )
+    return response.to_dict()

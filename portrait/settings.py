@@ -1,0 +1,154 @@
+"""One typed settings object for Portrait.
+
+Every value can be overridden by a ``PORTRAIT_*`` environment variable (nested values use ``__``,
+e.g. ``PORTRAIT_API_KEYS='{"k1": ["tags:read"]}'``). Nothing is read or created at import time:
+call :func:`get_settings` (or build :class:`Settings` directly in tests) when you need it.
+
+All generated state lives under one workspace folder, ``home`` (``PORTRAIT_HOME``); the default is
+the repository root, so MLflow writes to ``mlruns/`` there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Profile = Literal["local", "production"]
+
+
+def _repo_root() -> Path:
+    """The source checkout that holds this package, or the current directory for a plain install."""
+    candidate = Path(__file__).resolve().parent.parent
+    if (candidate / "pyproject.toml").exists():
+        return candidate
+    return Path.cwd()
+
+
+def _default_data_dir() -> Path | None:
+    shared = _repo_root().parent / "shared" / "datasets"
+    return shared if shared.is_dir() else None
+
+
+class Settings(BaseSettings):
+    """Portrait's configuration. Paths are derived from ``home`` unless set explicitly."""
+
+    model_config = SettingsConfigDict(env_prefix="PORTRAIT_", env_nested_delimiter="__", extra="ignore")
+
+    home: Path = Field(default_factory=_repo_root, description="Workspace folder for all generated state.")
+    profile: Profile = Field(
+        "local", description="'local' (SQLite + files) or 'production' (Redis + PostgreSQL)."
+    )
+    data_dir: Path | None = Field(
+        default_factory=_default_data_dir,
+        description="Folder with the real public datasets (../shared/datasets).",
+    )
+
+    # Production profile connections.
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis online store (production profile).")
+    redis_key_prefix: str = Field(
+        "", description="Feast project suffix that isolates keys in a shared Redis."
+    )
+    postgres_url: str = Field(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/portrait",
+        description="PostgreSQL database for the Feast SQL registry and MLflow backend (production profile).",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="Explicit MLflow tracking URI (e.g. http://mlflow:5000); overrides the profile's default.",
+    )
+    mlflow_artifact_root: str | None = Field(None, description="Artefact root for new MLflow experiments.")
+
+    feast_project: str = Field("portrait", description="Feast project name.")
+
+    # Serving.
+    host: str = Field("127.0.0.1", description="Address the HTTP service binds to.")
+    port: int = Field(3000, description="Port of the HTTP service.")
+    max_ids_per_request: int = Field(
+        10_000, description="Largest number of customer ids in one /v1/tags call."
+    )
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="API key -> scopes ('tags:read', 'lookalike:create'). Empty: auth disabled (local only).",
+    )
+
+    # ---- derived paths -------------------------------------------------------------------------
+    @property
+    def data_root(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def raw_dir(self) -> Path:
+        """Inputs as delivered (synthetic or mapped from a real dataset); never modified."""
+        return self.data_root / "raw"
+
+    @property
+    def clean_dir(self) -> Path:
+        """Validated inputs that satisfy the contract."""
+        return self.data_root / "clean"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rejected rows with the reason, one file per input."""
+        return self.data_root / "quarantine"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_root / "reports"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature tables (the Feast offline store's Parquet sources)."""
+        return self.data_root / "features"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store for the local profile."""
+        return self.data_root / "feast"
+
+    @property
+    def mlruns_dir(self) -> Path:
+        return self.home / "mlruns"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.data_root / "audit" / "lookalike.jsonl"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: explicit, else PostgreSQL (production) or SQLite in ``mlruns/``."""
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        if self.profile == "production":
+            return self.postgres_url
+        return f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        return (self.mlruns_dir / "artifacts").as_uri()
+
+    def ensure_dirs(self) -> None:
+        """Create the workspace folders (called by commands that write, never at import)."""
+        for path in (
+            self.raw_dir,
+            self.clean_dir,
+            self.quarantine_dir,
+            self.reports_dir,
+            self.features_dir,
+            self.feast_dir,
+            self.mlruns_dir,
+            self.audit_log.parent,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, with explicit overrides winning."""
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+__all__ = ["Profile", "Settings", "get_settings"]
