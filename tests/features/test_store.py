@@ -56,7 +56,7 @@ def test_online_features_equal_offline_table(built):
     names = fs.feature_names(store, "churn")
     checked = 0
     for i, cid in enumerate(ids[:3]):
-        for view, frame in offline.items():
+        for frame in offline.values():
             row = frame[frame.customer_id == cid].iloc[0]
             for name in frame.columns:
                 if name in names:
