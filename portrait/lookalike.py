@@ -1,0 +1,809 @@
+"""Lookalike audiences: the served artefact that expands a seed audience into the customers most like it.
+
+An ad team hands over a seed (customer ids) and asks for ``size`` customers -- or a ``fraction`` of the
+population -- who resemble the seed and are not in it. :class:`LookalikeModel` carries everything it needs:
+
+* the fitted :class:`Representation` (log1p of non-negative features, robust scaling, missing-value
+  indicators, PCA with partial whitening) that turns the ``lookalike_v1`` features into embeddings in
+  which the cosine means "behaves alike";
+* the population it was trained on: customer ids (sorted, so the position of a customer is also its
+  tie-break order), their embedding vectors, and an hnswlib index over them.
+
+Two ways to score, chosen by :attr:`ExpansionRequest.method` (``"auto"`` picks by seed size):
+
+* ``similarity`` (small seeds): cosine similarity to the seed's centroid. Candidates come from the
+  hnswlib index when the audience is small next to the population; otherwise (or without an index) every
+  vector is scored exactly, which is as fast for large audiences.
+* ``classifier`` (large seeds, default >= 1,000 known ids): a positive-unlabelled logistic regression on the
+  embedding and its squares, trained on the fly with the seed as positives and a fixed-seed sample of the
+  rest as unlabelled negatives, then applied to every vector (vectorised, exact).
+
+Results are deterministic for the same model and request: fixed random seeds, scores rounded to 1e-6
+and ties broken by ``customer_id``. Serving imports only this module (never ``training/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+Method = Literal["auto", "similarity", "classifier"]
+METHODS: tuple[str, ...] = ("auto", "similarity", "classifier")
+ARTIFACT_KEY = "lookalike"
+MIN_RECOMMENDED_SEED = 100
+SCORE_DECIMALS = 6
+_CHUNK = 262_144
+
+
+class LookalikeError(ValueError):
+    """A lookalike request that cannot be served; ``code`` names the problem for API error mapping."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ---- request and result ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExpansionRequest:
+    """What an ad team asks for: the customers most like ``seed_ids``.
+
+    Give exactly one of ``size`` (number of customers) or ``fraction`` (share of the model's population,
+    in ``(0, 1]``; Meta-style audiences are 1-10%). ``min_score`` drops customers scoring below it
+    (similarity: cosine in [-1, 1]; classifier: a score in [0, 1]), so fewer than ``size`` may come back.
+    """
+
+    seed_ids: Sequence[str]
+    size: int | None = None
+    fraction: float | None = None
+    exclude_seed: bool = True
+    exclude_ids: Sequence[str] = ()
+    min_score: float | None = None
+    method: Method = "auto"
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ExpansionRequest:
+        """Build a request from a dict (e.g. a parsed JSON body); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(values) - known)
+        if extra:
+            raise LookalikeError("bad_request", f"unknown request fields: {', '.join(extra)}")
+        return cls(**dict(values))
+
+
+@dataclass(frozen=True)
+class ExpansionResult:
+    """A ranked audience (best first) and how it was made."""
+
+    customer_ids: list[str]
+    scores: list[float]
+    method: str
+    requested: int
+    population: int
+    seed_size: int
+    seed_known: int
+    unknown_seed_ids: list[str]
+    excluded: int
+    available: int
+    below_min_score: int = 0
+    used_index: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def returned(self) -> int:
+        return len(self.customer_ids)
+
+    @property
+    def audience(self) -> list[tuple[str, float]]:
+        """``(customer_id, score)`` pairs, best first."""
+        return list(zip(self.customer_ids, self.scores, strict=True))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "requested": self.requested,
+            "returned": self.returned,
+            "population": self.population,
+            "seed": self.seed_size,
+            "seed_known": self.seed_known,
+            "seed_unknown": len(self.unknown_seed_ids),
+            "excluded": self.excluded,
+            "available": self.available,
+            "below_min_score": self.below_min_score,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """``customer_id``, ``score``, ``rank`` (1 = most alike)."""
+        return pd.DataFrame(
+            {
+                "customer_id": pd.Series(self.customer_ids, dtype=object),
+                "score": np.asarray(self.scores, dtype=np.float64),
+                "rank": np.arange(1, self.returned + 1, dtype=np.int64),
+            }
+        )
+
+
+# ---- the representation ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Representation:
+    """Features -> embedding: log1p, robust scaling, clipping, missing indicators, PCA (partial whitening).
+
+    All parameters are plain arrays, so transforming needs numpy only. Fitted by
+    ``training.lookalike.fit_representation``.
+    """
+
+    features: list[str]
+    log_mask: np.ndarray  # (d,) bool: log1p applied (non-negative features)
+    center: np.ndarray  # (d,) median after log
+    scale: np.ndarray  # (d,) robust scale after log
+    clip: float
+    indicator_columns: list[int]  # feature positions whose missingness is an extra indicator column
+    indicator_mean: np.ndarray
+    indicator_scale: np.ndarray
+    indicator_weight: float
+    pca_mean: np.ndarray  # (d_in,)
+    components: np.ndarray  # (k, d_in)
+    component_scale: np.ndarray  # (k,) sigma ** whiten
+
+    @property
+    def dim(self) -> int:
+        return int(self.components.shape[0])
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The features of ``frame`` as a float matrix in training order (missing values stay NaN)."""
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise KeyError(f"lookalike: missing feature columns {missing}")
+        return np.column_stack(
+            [
+                pd.to_numeric(frame[f], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                for f in self.features
+            ]
+        )
+
+    def scaled(self, x: np.ndarray) -> np.ndarray:
+        """The scaled input of the PCA (before centring): scaled features then weighted indicators."""
+        x = np.array(x, dtype=np.float64, copy=True)
+        missing = np.isnan(x)
+        logged = x[:, self.log_mask]
+        x[:, self.log_mask] = np.log1p(np.maximum(logged, 0.0))
+        z = (x - self.center) / self.scale
+        z[missing] = 0.0
+        np.clip(z, -self.clip, self.clip, out=z)
+        if not self.indicator_columns:
+            return z
+        ind = (
+            missing[:, self.indicator_columns].astype(np.float64) - self.indicator_mean
+        ) / self.indicator_scale
+        return np.hstack([z, self.indicator_weight * ind])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Embedding vectors (float32) of a feature matrix."""
+        out = np.empty((len(x), self.dim), dtype=np.float32)
+        for lo in range(0, len(x), _CHUNK):
+            part = self.scaled(x[lo : lo + _CHUNK]) - self.pca_mean
+            out[lo : lo + _CHUNK] = (part @ self.components.T) / self.component_scale
+        return out
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "log_mask": self.log_mask,
+            "center": self.center,
+            "scale": self.scale,
+            "indicator_columns": np.asarray(self.indicator_columns, dtype=np.int64),
+            "indicator_mean": self.indicator_mean,
+            "indicator_scale": self.indicator_scale,
+            "pca_mean": self.pca_mean,
+            "components": self.components,
+            "component_scale": self.component_scale,
+        }
+
+    @classmethod
+    def from_arrays(
+        cls, features: list[str], clip: float, indicator_weight: float, arrays: Mapping[str, np.ndarray]
+    ) -> Representation:
+        return cls(
+            features=list(features),
+            log_mask=np.asarray(arrays["log_mask"], dtype=bool),
+            center=np.asarray(arrays["center"], dtype=np.float64),
+            scale=np.asarray(arrays["scale"], dtype=np.float64),
+            clip=float(clip),
+            indicator_columns=[int(i) for i in arrays["indicator_columns"]],
+            indicator_mean=np.asarray(arrays["indicator_mean"], dtype=np.float64),
+            indicator_scale=np.asarray(arrays["indicator_scale"], dtype=np.float64),
+            indicator_weight=float(indicator_weight),
+            pca_mean=np.asarray(arrays["pca_mean"], dtype=np.float64),
+            components=np.asarray(arrays["components"], dtype=np.float64),
+            component_scale=np.asarray(arrays["component_scale"], dtype=np.float64),
+        )
+
+
+@dataclass
+class LookalikeParams:
+    """Knobs of the representation, the scorers and the index (the tuned ones are searched by Optuna)."""
+
+    n_components: int = 32
+    whiten: float = 1.0  # 0: plain PCA scores, 1: full whitening
+    clip: float = 5.0
+    indicator_weight: float = 1.0
+    l2: float = 1.0  # ridge penalty of the PU classifier (on standardised features)
+    classifier_min_seed: int = 1000  # "auto" uses the classifier from this many known seed ids
+    negatives_per_positive: float = 4.0
+    min_negatives: int = 5_000
+    max_negatives: int = 20_000
+    ann_oversample: float = 1.25
+    ann_max_candidates: int = 20_000  # larger candidate pools are scored exactly (it is as fast)
+    ann_max_share: float = 0.05  # ... and so are pools larger than this share of the population
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 100
+    hnsw_ef_search: int = 64
+    random_seed: int = 7
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---- the model ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Population:
+    ids: np.ndarray  # (n,) str, sorted ascending
+    vectors: np.ndarray  # (n, k) float32 embeddings
+    norms: np.ndarray  # (n,) float32
+    quad_mean: np.ndarray  # (2k,) population mean of [v, v**2]
+    quad_scale: np.ndarray  # (2k,) population std of [v, v**2]
+    index: Any = None  # hnswlib.Index over the vectors (cosine), or None
+
+
+class LookalikeModel(mlflow.pyfunc.PythonModel):
+    """The lookalike artefact: representation, population embeddings and their hnswlib index.
+
+    Build with :meth:`from_vectors` (training), save with :meth:`save`, load with :meth:`load` (a local
+    folder) or through MLflow (``mlflow.pyfunc.load_model``, which calls :meth:`load_context`). The pickled
+    Python object is small; the arrays and the index live in the artefact folder.
+    """
+
+    def __init__(
+        self,
+        representation: Representation | None = None,
+        params: LookalikeParams | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.representation = representation
+        self.params = params or LookalikeParams()
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._pop: _Population | None = None
+
+    # -- construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_vectors(
+        cls,
+        representation: Representation,
+        customer_ids: Sequence[str] | np.ndarray,
+        vectors: np.ndarray,
+        params: LookalikeParams | None = None,
+        *,
+        build_index: bool = True,
+        index_threads: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> LookalikeModel:
+        """A model over ``customer_ids`` with embedding ``vectors`` (rows in the same order)."""
+        ids = np.asarray(customer_ids).astype(str)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} customer ids but {len(vectors)} vectors")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("customer ids must be unique")
+        order = np.argsort(ids, kind="stable")
+        model = cls(representation, params, metadata)
+        model._pop = _population(ids[order], np.ascontiguousarray(vectors[order], dtype=np.float32))
+        if build_index:
+            model.build_index(threads=index_threads)
+        return model
+
+    def build_index(self, threads: int | None = None) -> float:
+        """Build the hnswlib index (cosine) over the population; returns the seconds it took.
+
+        With one thread the graph is reproducible; more threads build faster but not identically.
+        """
+        import hnswlib
+
+        pop = self._population
+        threads = threads or (1 if len(pop.ids) <= 200_000 else (os.cpu_count() or 1))
+        started = time.perf_counter()
+        index = hnswlib.Index(space="cosine", dim=pop.vectors.shape[1])
+        index.init_index(
+            max_elements=len(pop.ids),
+            ef_construction=self.params.hnsw_ef_construction,
+            M=self.params.hnsw_m,
+            random_seed=self.params.random_seed,
+        )
+        index.add_items(pop.vectors, np.arange(len(pop.ids)), num_threads=threads)
+        index.set_ef(self.params.hnsw_ef_search)
+        pop.index = index
+        seconds = time.perf_counter() - started
+        logger.info(
+            "hnswlib index over %d customers built in %.1fs (%d threads)", len(pop.ids), seconds, threads
+        )
+        return seconds
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def save(self, path: Path) -> Path:
+        """Write the artefact folder: ``lookalike.json``, ``representation.npz``, ``population.parquet``,
+        ``vectors.npy`` and ``index.bin`` (when an index was built)."""
+        if self.representation is None:
+            raise ValueError("cannot save a lookalike model without a representation")
+        pop = self._population
+        path.mkdir(parents=True, exist_ok=True)
+        np.savez(path / "representation.npz", **self.representation.to_arrays())
+        np.save(path / "vectors.npy", pop.vectors)
+        pq.write_table(
+            pa.table({"customer_id": pa.array(pop.ids.tolist(), pa.string())}), path / "population.parquet"
+        )
+        if pop.index is not None:
+            pop.index.save_index(str(path / "index.bin"))
+        header = {
+            "format": 1,
+            "features": self.representation.features,
+            "clip": self.representation.clip,
+            "indicator_weight": self.representation.indicator_weight,
+            "params": self.params.as_dict(),
+            "metadata": self.metadata,
+            "population": len(pop.ids),
+            "dim": int(pop.vectors.shape[1]),
+            "has_index": pop.index is not None,
+        }
+        (path / "lookalike.json").write_text(json.dumps(header, indent=2, default=str))
+        return path
+
+    @classmethod
+    def load(cls, path: Path, *, mmap: bool = False) -> LookalikeModel:
+        """Load an artefact folder written by :meth:`save` (``mmap``: map the vectors instead of reading)."""
+        model = cls()
+        model._load_dir(Path(path), mmap=mmap)
+        return model
+
+    def _load_dir(self, path: Path, *, mmap: bool = False) -> None:
+        header = json.loads((path / "lookalike.json").read_text())
+        with np.load(path / "representation.npz") as arrays:
+            self.representation = Representation.from_arrays(
+                header["features"], header["clip"], header["indicator_weight"], dict(arrays)
+            )
+        self.params = LookalikeParams(**header["params"])
+        self.metadata = header.get("metadata", {})
+        ids = np.asarray(pq.read_table(path / "population.parquet").column("customer_id").to_pylist()).astype(
+            str
+        )
+        vectors = np.load(path / "vectors.npy", mmap_mode="r" if mmap else None)
+        self._pop = _population(ids, vectors)
+        if header.get("has_index") and (path / "index.bin").exists():
+            import hnswlib
+
+            index = hnswlib.Index(space="cosine", dim=int(header["dim"]))
+            index.load_index(str(path / "index.bin"), max_elements=len(ids))
+            index.set_ef(self.params.hnsw_ef_search)
+            self._pop.index = index
+        logger.info("lookalike model loaded from %s: %d customers, dim %d", path, len(ids), header["dim"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The arrays and the index travel as artefact files, not inside the pickle.
+        state = self.__dict__.copy()
+        state["_pop"] = None
+        return state
+
+    def load_context(self, context: Any) -> None:
+        """MLflow hook: read the artefact folder logged under ``artifacts={"lookalike": <folder>}``."""
+        self._load_dir(Path(context.artifacts[ARTIFACT_KEY]))
+
+    # -- properties -----------------------------------------------------------------------------------
+    @property
+    def _population(self) -> _Population:
+        if self._pop is None:
+            raise RuntimeError("the lookalike model has no population loaded")
+        return self._pop
+
+    @property
+    def customer_ids(self) -> np.ndarray:
+        """The population's customer ids, sorted."""
+        return self._population.ids
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._population.vectors
+
+    @property
+    def has_index(self) -> bool:
+        return self._pop is not None and self._pop.index is not None
+
+    @property
+    def population_size(self) -> int:
+        return len(self._population.ids)
+
+    def positions(self, customer_ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+        """Positions of known ids (unique, ascending) and the unknown ids (first-seen order, unique)."""
+        wanted = list(dict.fromkeys(str(c) for c in customer_ids))
+        if not wanted:
+            return np.empty(0, dtype=np.int64), []
+        ids = self._population.ids
+        query = np.asarray(wanted).astype(str)
+        pos = np.searchsorted(ids, query)
+        pos_clipped = np.minimum(pos, len(ids) - 1)
+        known = (pos < len(ids)) & (ids[pos_clipped] == query)
+        unknown = [w for w, k in zip(wanted, known, strict=True) if not k]
+        return np.unique(pos[known]).astype(np.int64), unknown
+
+    # -- expansion ------------------------------------------------------------------------------------
+    def expand(self, request: ExpansionRequest | Mapping[str, Any]) -> ExpansionResult:
+        """The customers most like the seed, best first. Raises :class:`LookalikeError` on a bad request."""
+        if not isinstance(request, ExpansionRequest):
+            request = ExpansionRequest.from_mapping(request)
+        pop = self._population
+        n = len(pop.ids)
+        if request.method not in METHODS:
+            raise LookalikeError(
+                "bad_method", f"method must be one of {', '.join(METHODS)}, not {request.method!r}"
+            )
+        if isinstance(request.seed_ids, str):
+            raise LookalikeError("bad_seed", "seed_ids must be a list of customer ids, not one string")
+        seed_unique = list(dict.fromkeys(str(c).strip() for c in request.seed_ids if str(c).strip()))
+        if not seed_unique:
+            raise LookalikeError("empty_seed", "the seed audience is empty: give at least one customer id")
+        seed_pos, unknown = self.positions(seed_unique)
+        if len(seed_pos) == 0:
+            raise LookalikeError(
+                "unknown_seed",
+                f"none of the {len(seed_unique)} seed ids is a known customer of this model "
+                f"(population of {n:,}, snapshot {self.metadata.get('snapshot', 'unknown')})",
+            )
+        size = _resolve_size(request.size, request.fraction, n)
+        excluded = np.zeros(n, dtype=bool)
+        if request.exclude_seed:
+            excluded[seed_pos] = True
+        if isinstance(request.exclude_ids, str):
+            raise LookalikeError("bad_exclude", "exclude_ids must be a list of customer ids, not one string")
+        exclude_pos, _ = self.positions(request.exclude_ids)
+        excluded[exclude_pos] = True
+        n_excluded = int(excluded.sum())
+        available = n - n_excluded
+        if size > available:
+            raise LookalikeError(
+                "size_too_large",
+                f"asked for {size:,} customers but only {available:,} are available "
+                f"({n:,} in the population, {n_excluded:,} excluded)",
+            )
+        if request.min_score is not None and not math.isfinite(float(request.min_score)):
+            raise LookalikeError(
+                "bad_min_score", f"min_score must be a finite number, not {request.min_score!r}"
+            )
+        method = request.method
+        if method == "auto":
+            method = "classifier" if len(seed_pos) >= self.params.classifier_min_seed else "similarity"
+        warnings: list[str] = []
+        if len(seed_pos) < MIN_RECOMMENDED_SEED:
+            warnings.append(
+                f"only {len(seed_pos)} known seed customers; seeds of {MIN_RECOMMENDED_SEED}+ give steadier audiences"
+            )
+        if unknown:
+            warnings.append(f"{len(unknown)} seed ids are not in the model's population and were ignored")
+        if method == "classifier" and n - len(seed_pos) < 1:
+            warnings.append("no customers outside the seed to contrast with: used similarity instead")
+            method = "similarity"
+
+        used_index = False
+        if method == "similarity":
+            positions, scores, used_index = self._similarity(seed_pos, excluded, size, n_excluded)
+        else:
+            positions, scores = self._classifier(seed_pos, excluded, size)
+        below = 0
+        if request.min_score is not None:
+            keep = scores >= float(request.min_score)
+            below = int((~keep).sum())
+            positions, scores = positions[keep], scores[keep]
+        logger.debug(
+            "lookalike: %d seed (%d unknown) -> %d customers by %s",
+            len(seed_unique),
+            len(unknown),
+            len(positions),
+            method,
+        )
+        return ExpansionResult(
+            customer_ids=pop.ids[positions].tolist(),
+            scores=[float(s) for s in scores],
+            method=method,
+            requested=size,
+            population=n,
+            seed_size=len(seed_unique),
+            seed_known=int(len(seed_pos)),
+            unknown_seed_ids=unknown,
+            excluded=n_excluded,
+            available=available,
+            below_min_score=below,
+            used_index=used_index,
+            warnings=warnings,
+        )
+
+    def _similarity(
+        self, seed_pos: np.ndarray, excluded: np.ndarray, size: int, n_excluded: int
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Cosine similarity to the seed centroid: ANN candidates when the pool is small, else exact."""
+        pop = self._population
+        n = len(pop.ids)
+        centroid = pop.vectors[seed_pos].astype(np.float64).mean(axis=0)
+        c_norm = float(np.linalg.norm(centroid))
+        unit = centroid / c_norm if c_norm > 0 else centroid
+        # Excluded customers may take pool slots, so fetch enough to drop them all.
+        pool = math.ceil(self.params.ann_oversample * size) + n_excluded
+        use_index = (
+            pop.index is not None
+            and pool <= self.params.ann_max_candidates
+            and pool <= self.params.ann_max_share * n
+            and c_norm > 0
+        )
+        if use_index:
+            index = pop.index
+            index.set_ef(max(self.params.hnsw_ef_search, pool))
+            labels, _ = index.knn_query(unit[None, :].astype(np.float32), k=pool, num_threads=1)
+            cand = np.unique(labels[0].astype(np.int64))
+            cand = cand[~excluded[cand]]
+            if len(cand) >= size:
+                raw = _cosine(pop, cand, unit)
+                order = _rank(_round(raw), size)
+                return cand[order], _round(raw[order]), True
+            logger.info("ANN pool too small after exclusions (%d < %d): scoring exactly", len(cand), size)
+        raw = np.empty(n, dtype=np.float64)
+        for lo in range(0, n, _CHUNK):
+            raw[lo : lo + _CHUNK] = _cosine(pop, np.arange(lo, min(lo + _CHUNK, n)), unit)
+        raw[excluded] = -np.inf
+        order = _rank(_round(raw), size)
+        return order, _round(raw[order]), False
+
+    def _classifier(
+        self, seed_pos: np.ndarray, excluded: np.ndarray, size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """PU logistic regression on [v, v**2]: seed vs a fixed-seed sample of everyone else."""
+        pop = self._population
+        n = len(pop.ids)
+        p = self.params
+        is_seed = np.zeros(n, dtype=bool)
+        is_seed[seed_pos] = True
+        n_neg = int(
+            min(
+                max(p.negatives_per_positive * len(seed_pos), p.min_negatives),
+                p.max_negatives,
+                n - len(seed_pos),
+            )
+        )
+        rng = np.random.default_rng(p.random_seed)
+        others = np.flatnonzero(~is_seed)
+        negatives = np.sort(others[rng.choice(len(others), size=n_neg, replace=False)])
+        x_pos = _quadratic(pop.vectors[seed_pos], pop.quad_mean, pop.quad_scale)
+        x_neg = _quadratic(pop.vectors[negatives], pop.quad_mean, pop.quad_scale)
+        weights, bias = _fit_logistic(x_pos, x_neg, p.l2)
+        # Fold the standardisation into the weights and score every customer in chunks.
+        k = pop.vectors.shape[1]
+        w = weights / pop.quad_scale
+        b = bias - float(np.dot(w, pop.quad_mean))
+        logit = np.empty(n, dtype=np.float64)
+        for lo in range(0, n, _CHUNK):
+            v = pop.vectors[lo : lo + _CHUNK].astype(np.float64)
+            logit[lo : lo + _CHUNK] = v @ w[:k] + (v * v) @ w[k:] + b
+        logit[excluded] = -np.inf
+        order = _rank(_round(logit), size)
+        scores = _round(1.0 / (1.0 + np.exp(-logit[order])))
+        return order, scores
+
+    # -- the pyfunc interface ------------------------------------------------------------------------------
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """pyfunc entry point. ``model_input`` has a ``customer_id`` column (the seed) and optionally a
+        boolean ``exclude`` column marking ids to exclude instead; ``params``: ``size`` (0 = use
+        ``fraction``), ``fraction``, ``exclude_seed``, ``min_score`` (-1 = none), ``method``.
+        Returns ``customer_id``, ``score``, ``rank`` and ``method``."""
+        params = dict(params or {})
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if "customer_id" not in frame.columns:
+            raise LookalikeError("bad_seed", "model_input needs a customer_id column")
+        ids = frame["customer_id"].astype(str)
+        is_excl = (
+            frame["exclude"].fillna(False).astype(bool)
+            if "exclude" in frame.columns
+            else pd.Series(False, index=frame.index)
+        )
+        size = int(params.get("size") or 0)
+        fraction = float(params.get("fraction") or 0.0)
+        min_score = params.get("min_score")
+        request = ExpansionRequest(
+            seed_ids=ids[~is_excl].tolist(),
+            size=size if size > 0 else None,
+            fraction=fraction if size <= 0 else None,
+            exclude_seed=bool(params.get("exclude_seed", True)),
+            exclude_ids=ids[is_excl].tolist(),
+            min_score=None if min_score is None or float(min_score) <= -1.0 else float(min_score),
+            method=str(params.get("method", "auto")),  # type: ignore[arg-type]
+        )
+        result = self.expand(request)
+        out = result.to_frame()
+        out["method"] = result.method
+        return out
+
+
+# ---- helpers --------------------------------------------------------------------------------------------
+
+
+def _population(ids: np.ndarray, vectors: np.ndarray) -> _Population:
+    norms = np.linalg.norm(vectors, axis=1).astype(np.float32)
+    k = vectors.shape[1]
+    total = np.zeros(2 * k)
+    total_sq = np.zeros(2 * k)
+    for lo in range(0, len(vectors), _CHUNK):
+        q = np.asarray(vectors[lo : lo + _CHUNK], dtype=np.float64)
+        q = np.hstack([q, q * q])
+        total += q.sum(axis=0)
+        total_sq += (q * q).sum(axis=0)
+    n = max(len(vectors), 1)
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    std[std < 1e-9] = 1.0
+    return _Population(ids=ids, vectors=vectors, norms=norms, quad_mean=mean, quad_scale=std)
+
+
+def _cosine(pop: _Population, positions: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    v = np.asarray(pop.vectors[positions], dtype=np.float64)
+    norms = pop.norms[positions].astype(np.float64)
+    norms[norms == 0] = 1.0
+    return (v @ unit) / norms
+
+
+def _quadratic(v: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return (np.hstack([v, v * v]) - mean) / scale
+
+
+def _fit_logistic(
+    x_pos: np.ndarray, x_neg: np.ndarray, l2: float, max_iter: int = 30
+) -> tuple[np.ndarray, float]:
+    """Class-balanced, ridge-penalised logistic regression by Newton's method (deterministic)."""
+    x = np.vstack([x_pos, x_neg])
+    y = np.r_[np.ones(len(x_pos)), np.zeros(len(x_neg))]
+    sample_w = np.where(y == 1.0, 0.5 / len(x_pos), 0.5 / len(x_neg))
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    penalty = np.full(xb.shape[1], float(l2) / len(x))
+    penalty[-1] = 0.0
+    beta = np.zeros(xb.shape[1])
+    for _ in range(max_iter):
+        prob = 1.0 / (1.0 + np.exp(-np.clip(xb @ beta, -35.0, 35.0)))
+        grad = xb.T @ (sample_w * (prob - y)) + penalty * beta
+        hess = (xb * (sample_w * prob * (1.0 - prob))[:, None]).T @ xb + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.max(np.abs(step)) < 1e-7:
+            break
+    return beta[:-1], float(beta[-1])
+
+
+def _round(values: np.ndarray) -> np.ndarray:
+    return np.round(values, SCORE_DECIMALS)
+
+
+def _rank(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` highest scores, best first; ties go to the lower position (customer_id)."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if k < len(scores):
+        part = np.argpartition(-scores, k - 1)[:k]
+        threshold = scores[part].min()
+        above = np.flatnonzero(scores > threshold)
+        ties = np.flatnonzero(scores == threshold)[: k - len(above)]
+        chosen = np.concatenate([above, ties])
+    else:
+        chosen = np.arange(len(scores))
+    return chosen[np.lexsort((chosen, -scores[chosen]))].astype(np.int64)
+
+
+def _resolve_size(size: int | None, fraction: float | None, population: int) -> int:
+    if size is not None and fraction is not None:
+        raise LookalikeError("bad_size", "give either size or fraction, not both")
+    if size is None and fraction is None:
+        raise LookalikeError("bad_size", "give the audience size (a count) or a fraction of the population")
+    if fraction is not None:
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not (0.0 < float(fraction) <= 1.0)
+        ):
+            raise LookalikeError("bad_fraction", f"fraction must be a number in (0, 1], not {fraction!r}")
+        resolved = round(float(fraction) * population)
+        if resolved < 1:
+            raise LookalikeError(
+                "bad_fraction",
+                f"fraction {fraction} of a population of {population:,} is less than one customer",
+            )
+        return resolved
+    if isinstance(size, bool) or not isinstance(size, int | np.integer):
+        raise LookalikeError("bad_size", f"size must be a whole number, not {size!r}")
+    if size < 1:
+        raise LookalikeError("bad_size", f"size must be at least 1, not {size}")
+    return int(size)
+
+
+# ---- CSV in, CSV out ------------------------------------------------------------------------------------
+
+_HEADER_NAMES = {"customer_id", "customerid", "customer", "id", "ids", "customer id"}
+
+
+def read_seed_csv(path: Path) -> list[str]:
+    """Customer ids from a CSV: a ``customer_id`` column (header required then), or a single column of
+    ids with an optional header. Blank cells are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise LookalikeError("bad_seed_file", f"cannot read the seed file {path}: {exc.strerror}") from exc
+    rows = [r for r in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in r)]
+    if not rows:
+        raise LookalikeError("empty_seed", f"the seed file {path} has no customer ids")
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "customer_id" in header:
+        col = header.index("customer_id")
+        return [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
+    if max(len(r) for r in rows) > 1:
+        raise LookalikeError("bad_seed_file", f"{path} has several columns but none is called customer_id")
+    first = rows[0][0].strip()
+    has_header = first.lower() in _HEADER_NAMES or (not re.search(r"\d", first) and len(rows) > 1)
+    return [r[0].strip() for r in rows[1 if has_header else 0 :] if r and r[0].strip()]
+
+
+def expand_csv(
+    model: LookalikeModel, seed_csv: Path, size: int | None, out_csv: Path, **options: Any
+) -> ExpansionResult:
+    """Expand the seed in ``seed_csv`` and write ``customer_id,score,rank`` to ``out_csv`` (atomically).
+
+    ``options`` are the other :class:`ExpansionRequest` fields (``fraction``, ``exclude_seed``,
+    ``exclude_ids``, ``min_score``, ``method``); pass ``size=None`` with ``fraction=...``.
+    """
+    request = ExpansionRequest.from_mapping({"seed_ids": read_seed_csv(seed_csv), "size": size, **options})
+    result = model.expand(request)
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
+    result.to_frame().to_csv(tmp, index=False)
+    os.replace(tmp, out_csv)
+    logger.info("%d lookalike customers (%s) written to %s", result.returned, result.method, out_csv)
+    return result
+
+
+__all__ = [
+    "ARTIFACT_KEY",
+    "ExpansionRequest",
+    "ExpansionResult",
+    "LookalikeError",
+    "LookalikeModel",
+    "LookalikeParams",
+    "Representation",
+    "expand_csv",
+    "read_seed_csv",
+]

@@ -1,0 +1,186 @@
+"""The artefact every tag model is logged as: a LightGBM booster with its own post-processing.
+
+Training (``training/``) builds a :class:`TagModel` and logs it to MLflow as a pyfunc model; serving
+(``serving/``) loads ``models:/<name>@champion`` and calls :meth:`TagModel.explain`. The model carries
+everything needed to turn features into tags -- feature order, categorical codes, the probability
+calibrator, the tier thresholds and the reason phrases -- so serving never imports training code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from portrait.reasons import describe
+
+Kind = Literal["classifier", "regressor"]
+
+
+class PlattCalibrator:
+    """Sigmoid calibration on the log-odds, fitted on validation data.
+
+    Strictly monotone, so it keeps the model's ranking (AUC) intact -- isotonic regression's steps
+    would create ties -- while correcting the probability level for out-of-time drift.
+    """
+
+    def __init__(self, coef: float, intercept: float) -> None:
+        self.coef = coef
+        self.intercept = intercept
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, y: np.ndarray) -> PlattCalibrator:
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y.astype(int))
+        return cls(float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self.coef * _logit(raw) + self.intercept)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Tiers:
+    """Ordered thresholds: a score >= ``thresholds[i]`` gets ``names[i]``; below all of them, ``default``."""
+
+    thresholds: list[float]
+    names: list[str]
+    default: str
+
+    def assign(self, scores: np.ndarray) -> list[str]:
+        out = np.full(len(scores), self.default, dtype=object)
+        # Lowest threshold first so higher tiers overwrite.
+        for threshold, name in sorted(zip(self.thresholds, self.names, strict=True)):
+            out[scores >= threshold] = name
+        return out.tolist()
+
+
+@dataclass
+class TagModel(mlflow.pyfunc.PythonModel):
+    """A fitted LightGBM model plus calibration, tiers and reasons."""
+
+    name: str
+    kind: Kind
+    booster_text: str
+    features: list[str]
+    categories: dict[str, list[str]]
+    tiers: Tiers
+    calibrator: PlattCalibrator | None = None  # classifiers only
+    feature_service: str = ""
+    target: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._booster: lgb.Booster | None = None
+
+    # -- pickling: keep the booster as text, rebuild it lazily ------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_booster"] = None
+        return state
+
+    @property
+    def booster(self) -> lgb.Booster:
+        if self._booster is None:
+            self._booster = lgb.Booster(model_str=self.booster_text)
+        return self._booster
+
+    # -- scoring --------------------------------------------------------------------------------
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """Features as a float matrix in training order; categoricals become their training codes."""
+        missing = [f for f in self.features if f not in frame.columns]
+        if missing:
+            raise KeyError(f"{self.name}: missing feature columns {missing}")
+        columns = []
+        for name in self.features:
+            values = frame[name]
+            if name in self.categories:
+                codes = pd.Categorical(values, categories=self.categories[name]).codes.astype("float64")
+                codes[codes < 0] = np.nan
+                columns.append(codes)
+            else:
+                columns.append(
+                    pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+                )
+        return np.column_stack(columns) if columns else np.empty((len(frame), 0))
+
+    def raw_score(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(x, num_threads=1)
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability (classifier) or predicted value (regressor)."""
+        return self._finish(self.raw_score(self.matrix(frame)))
+
+    def _finish(self, raw: np.ndarray) -> np.ndarray:
+        if self.calibrator is not None:
+            return np.clip(self.calibrator.predict(raw), 0.0, 1.0)
+        return raw
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """SHAP contributions per feature (last column: expected value), from LightGBM."""
+        return self.booster.predict(x, pred_contrib=True, num_threads=1)
+
+    def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
+        """Score, tier and the ``top_k`` reasons behind each row's score."""
+        x = self.matrix(frame)
+        contrib = self.contributions(x)
+        raw = contrib.sum(axis=1)
+        if self.kind == "classifier":
+            raw = 1.0 / (1.0 + np.exp(-raw))
+        elif self.metadata.get("log_link"):
+            raw = np.exp(raw)
+        scores = self._finish(raw)
+        reasons = self._reasons(frame, contrib[:, :-1], top_k)
+        return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores), "reasons": reasons})
+
+    def _reasons(self, frame: pd.DataFrame, contrib: np.ndarray, top_k: int) -> list[list[dict[str, Any]]]:
+        order = np.argsort(-np.abs(contrib), axis=1)[:, :top_k]
+        out: list[list[dict[str, Any]]] = []
+        for row, picks in enumerate(order):
+            items = []
+            for j in picks:
+                effect = float(contrib[row, j])
+                if effect == 0.0 or math.isnan(effect):
+                    continue
+                feature = self.features[j]
+                value = frame[feature].iloc[row]
+                items.append(
+                    {
+                        "feature": feature,
+                        "value": None
+                        if _is_missing(value)
+                        else (value if isinstance(value, str) else float(value)),
+                        "effect": round(effect, 4),
+                        "text": describe(feature, value, effect, self.target),
+                    }
+                )
+            out.append(items)
+        return out
+
+    # -- the pyfunc interface -----------------------------------------------------------------------
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """pyfunc entry point: ``score`` and ``tier`` per row (reasons through :meth:`explain`)."""
+        scores = self.score(model_input)
+        return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores)})
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def feature_frame(rows: dict[str, Sequence[Any]], features: Sequence[str]) -> pd.DataFrame:
+    """A frame with exactly ``features`` as columns from Feast's column-oriented online response."""
+    return pd.DataFrame({name: rows[name] for name in features})

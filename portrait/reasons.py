@@ -1,0 +1,96 @@
+"""Reason phrases: a feature's value and its effect on a score, in words a marketer can read."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# feature -> how to say its value. ``{v}`` is the formatted value.
+PHRASES: dict[str, str] = {
+    "recency_days": "last purchase {v} days ago",
+    "first_purchase_days": "first purchase {v} days ago",
+    "tenure_days": "customer for {v} days",
+    "orders_lifetime": "{v} orders in total",
+    "spend_lifetime": "{v} spent in total",
+    "avg_order_value": "average order of {v}",
+    "avg_order_value_365d": "average order of {v} over the last year",
+    "ipt_mean_days": "buys every {v} days on average",
+    "ipt_std_days": "purchase gaps vary by {v} days",
+    "return_rate_365d": "returned {p} of purchases in the last year",
+    "categories_365d": "bought from {v} categories in the last year",
+    "orders_trend_30d": "order trend over the last 30 days: {s}",
+    "spend_trend_30d": "spend trend over the last 30 days: {s}",
+    "days_since_last_event": "last visit {v} days ago",
+    "days_since_last_cart": "last add-to-cart {v} days ago",
+    "events_30d": "{v} interactions in the last 30 days",
+    "events_trend_30d": "activity trend over the last 30 days: {s}",
+    "sessions_7d": "{v} sessions in the last 7 days",
+    "sessions_30d": "{v} sessions in the last 30 days",
+    "view_to_cart_rate_90d": "adds {p} of viewed items to the cart",
+    "cart_to_purchase_rate_90d": "{v} orders per add-to-cart (90 days)",
+    "campaign_response_90d": "responded to {p} of campaign clicks",
+    "region": "region {raw}",
+    "gender": "gender {raw}",
+    "age_band": "age band {raw}",
+    "channel": "acquired through {raw}",
+}
+
+WINDOW_PHRASES = {
+    "orders": "{v} orders in the last {w} days",
+    "spend": "{v} spent in the last {w} days",
+    "view": "{v} product views in the last {w} days",
+    "add_to_cart": "{v} add-to-carts in the last {w} days",
+    "search": "{v} searches in the last {w} days",
+    "app_open": "{v} app opens in the last {w} days",
+    "campaign_click": "{v} campaign clicks in the last {w} days",
+}
+
+TARGET_WORDS = {
+    "churn": ("raises churn risk", "lowers churn risk"),
+    "conversion": ("raises purchase propensity", "lowers purchase propensity"),
+    "clv": ("raises predicted value", "lowers predicted value"),
+}
+
+
+def _fmt(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10 or float(value).is_integer():
+        return f"{value:.0f}"
+    return f"{value:.1f}"
+
+
+def _trend(value: float) -> str:
+    if value > 0.2:
+        return "rising"
+    if value < -0.2:
+        return "falling"
+    return "steady"
+
+
+def phrase(feature: str, value: Any) -> str:
+    """The feature's value in words, e.g. ``last purchase 143 days ago``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        unknown = {
+            "recency_days": "no purchase yet",
+            "days_since_last_event": "no visits yet",
+            "days_since_last_cart": "never added to cart",
+        }
+        return unknown.get(feature, f"{feature.replace('_', ' ')} unknown")
+    template = PHRASES.get(feature)
+    if template is None:
+        stem, _, window = feature.rpartition("_")
+        if stem in WINDOW_PHRASES and window.endswith("d") and window[:-1].isdigit():
+            return WINDOW_PHRASES[stem].format(v=_fmt(float(value)), w=window[:-1])
+        shown = value if isinstance(value, str) else _fmt(float(value))
+        return f"{feature.replace('_', ' ')} = {shown}"
+    if isinstance(value, str):
+        return template.format(raw=value, v=value, p=value, s=value)
+    number = float(value)
+    return template.format(v=_fmt(number), p=f"{number:.0%}", s=_trend(number), raw=value)
+
+
+def describe(feature: str, value: Any, effect: float, target: str) -> str:
+    """``phrase`` plus the direction of its effect, e.g. ``last purchase 143 days ago (raises churn risk)``."""
+    up, down = TARGET_WORDS.get(target, ("raises the score", "lowers the score"))
+    return f"{phrase(feature, value)} ({up if effect > 0 else down})"

@@ -1,0 +1,116 @@
+"""Labels, built per snapshot from the validated transactions (DuckDB SQL).
+
+Definitions (windows are configurable; ``T`` is the snapshot, all windows are half-open):
+
+* **churn** -- population: customers with a purchase in ``[T - lookback, T)`` (default 365 days);
+  label 1 when they make no purchase in ``[T, T + horizon)`` (default 90 days).
+* **conversion** -- population: customers signed up before ``T`` (variant ``browsers``: customers who
+  had browsing events before ``T`` but never ordered); label 1 when they purchase in
+  ``[T, T + horizon)`` (default 30 days).
+* **clv** -- population: customers signed up before ``T``; label = gross purchase value (sum of the
+  non-return line amounts) in ``[T, T + horizon)`` (default 365 days). Most labels are 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pandas as pd
+
+Population = Literal["all", "browsers"]
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Which label to build and its windows (days)."""
+
+    target: Literal["churn", "conversion", "clv"]
+    horizon_days: int
+    lookback_days: int = 365
+    population: Population = "all"
+
+
+DEFAULT_SPECS: dict[str, LabelSpec] = {
+    "churn": LabelSpec("churn", horizon_days=90, lookback_days=365),
+    "conversion": LabelSpec("conversion", horizon_days=30),
+    "clv": LabelSpec("clv", horizon_days=365),
+}
+
+
+def _connect(clean_dir: Path, snapshots: Sequence[datetime]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for table in ("customers", "transactions", "events"):
+        path = str(clean_dir / f"{table}.parquet").replace("'", "''")
+        con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+    snaps = pd.DataFrame({"snapshot_ts": pd.to_datetime([s.astimezone(UTC) for s in snapshots], utc=True)})
+    con.register("snaps_df", snaps)
+    con.execute("CREATE TEMP TABLE snaps AS SELECT snapshot_ts FROM snaps_df")
+    return con
+
+
+def data_end(clean_dir: Path) -> datetime:
+    """The time of the latest transaction or event: labels may not look past it."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    latest = con.execute(
+        "SELECT greatest((SELECT max(ts) FROM read_parquet(?)), "
+        "coalesce((SELECT max(ts) FROM read_parquet(?)), TIMESTAMPTZ '1970-01-01'))",
+        [str(clean_dir / "transactions.parquet"), str(clean_dir / "events.parquet")],
+    ).fetchone()[0]
+    return latest.astimezone(UTC)
+
+
+def data_start(clean_dir: Path) -> datetime:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    first = con.execute(
+        "SELECT min(ts) FROM read_parquet(?)", [str(clean_dir / "transactions.parquet")]
+    ).fetchone()[0]
+    return first.astimezone(UTC)
+
+
+def build_labels(clean_dir: Path, snapshots: Sequence[datetime], spec: LabelSpec) -> pd.DataFrame:
+    """One row per (customer, snapshot) in the spec's population: ``customer_id, event_timestamp, label``."""
+    con = _connect(clean_dir, snapshots)
+    h, lb = int(spec.horizon_days), int(spec.lookback_days)
+    future = f"o.ts >= s.snapshot_ts AND o.ts < s.snapshot_ts + INTERVAL {h} DAY"
+    orders = "(SELECT customer_id, ts, amount FROM transactions WHERE NOT is_return)"
+    if spec.target == "churn":
+        sql = f"""
+            SELECT o.customer_id, s.snapshot_ts AS event_timestamp,
+                   CAST(1 - max(CASE WHEN {future} THEN 1 ELSE 0 END) AS INTEGER) AS label
+            FROM {orders} o CROSS JOIN snaps s
+            WHERE o.ts >= s.snapshot_ts - INTERVAL {lb} DAY AND o.ts < s.snapshot_ts + INTERVAL {h} DAY
+            GROUP BY 1, 2
+            HAVING max(CASE WHEN o.ts < s.snapshot_ts THEN 1 ELSE 0 END) = 1
+        """
+    else:
+        value = "CASE WHEN o.ts IS NOT NULL THEN o.amount ELSE 0 END"
+        agg = (
+            "CAST(max(CASE WHEN o.ts IS NOT NULL THEN 1 ELSE 0 END) AS INTEGER)"
+            if spec.target == "conversion"
+            else f"CAST(coalesce(sum({value}), 0) AS DOUBLE)"
+        )
+        population = "c.signup_ts < s.snapshot_ts"
+        if spec.population == "browsers":
+            population += (
+                " AND EXISTS (SELECT 1 FROM events e WHERE e.customer_id = c.customer_id AND e.ts < s.snapshot_ts)"
+                " AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.customer_id = c.customer_id"
+                " AND NOT t.is_return AND t.ts < s.snapshot_ts)"
+            )
+        sql = f"""
+            SELECT c.customer_id, s.snapshot_ts AS event_timestamp, {agg} AS label
+            FROM customers c CROSS JOIN snaps s
+            LEFT JOIN {orders} o ON o.customer_id = c.customer_id AND {future}
+            WHERE {population}
+            GROUP BY 1, 2
+        """
+    frame = con.execute(sql + " ORDER BY 2, 1").df()
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame

@@ -1,0 +1,168 @@
+"""MLflow: one experiment per model, runs with metrics and plots, the registry and champion promotion.
+
+Promotion is a decision, not a sort: a new version takes the ``champion`` alias only when it beats the
+current champion on the *same* out-of-time data (the champion is re-scored on the candidate's test
+split). Otherwise it is tagged ``challenger``. ``promote`` moves the alias deliberately.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from portrait.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_NAMES = ("churn", "conversion", "clv", "lookalike")
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow backend (e.g. PostgreSQL in the production profile) cannot be reached."""
+
+
+def configure(settings: Settings) -> MlflowClient:
+    """Point MLflow at the settings' tracking store and check that it answers."""
+    if settings.tracking_uri.startswith("sqlite:"):
+        settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any backend failure means "unreachable"
+        raise TrackingUnavailable(
+            f"MLflow tracking store {_redact(settings.tracking_uri)} is unreachable: {exc}"
+        ) from exc
+    return client
+
+
+def _redact(uri: str) -> str:
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return uri
+
+
+def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=f"{settings.artifact_root.rstrip('/')}/{name}")
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    candidate: float
+    champion: float | None
+    champion_version: str | None
+
+
+def decide(
+    metric: str, candidate: float, champion_score: float | None, champion_version: str | None
+) -> Decision:
+    if champion_version is None:
+        return Decision(True, "no champion yet", candidate, None, None)
+    if champion_score is None:
+        return Decision(
+            False,
+            f"champion v{champion_version} could not be scored on this data; use `portrait promote` to decide",
+            candidate,
+            None,
+            champion_version,
+        )
+    if candidate > champion_score:
+        return Decision(
+            True,
+            f"{metric} {candidate:.4f} > champion's {champion_score:.4f}",
+            candidate,
+            champion_score,
+            champion_version,
+        )
+    return Decision(
+        False,
+        f"{metric} {candidate:.4f} <= champion's {champion_score:.4f}",
+        candidate,
+        champion_score,
+        champion_version,
+    )
+
+
+def apply_decision(client: MlflowClient, name: str, version: str, decision: Decision) -> None:
+    """Set the alias and tags for a finished candidate (the last step of a successful run)."""
+    client.set_model_version_tag(name, version, "promotion", decision.reason)
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_model_version_tag(name, version, "role", CHAMPION)
+        if decision.champion_version:
+            client.set_model_version_tag(name, decision.champion_version, "role", "retired")
+    else:
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        client.set_model_version_tag(name, version, "role", CHALLENGER)
+
+
+def promote(client: MlflowClient, name: str, version: str) -> None:
+    """Deliberately make ``version`` the champion (the override behind `portrait promote`)."""
+    client.get_model_version(name, version)  # raises if it does not exist
+    current = champion(client, name)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "role", CHAMPION)
+    client.set_model_version_tag(name, version, "promotion", "manual promotion")
+    if current and current.version != version:
+        client.set_model_version_tag(name, current.version, "role", "retired")
+
+
+def model_table(client: MlflowClient, names: tuple[str, ...] = MODEL_NAMES) -> pd.DataFrame:
+    """Registered versions with their aliases and headline metrics (for `portrait models`)."""
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+        except MlflowException:
+            continue
+        for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+            metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            rows.append(
+                {
+                    "model": name,
+                    "version": int(mv.version),
+                    "aliases": ",".join(mv.aliases),
+                    "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").strftime(
+                        "%Y-%m-%d %H:%M"
+                    ),
+                    "test_metric": _headline(name, metrics),
+                    "run_id": mv.run_id,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+HEADLINE = {
+    "churn": "test_auc",
+    "conversion": "test_auc",
+    "clv": "test_normalized_gini",
+    "lookalike": "recall_at_size",
+}
+
+
+def _headline(name: str, metrics: dict[str, float]) -> str:
+    key = HEADLINE.get(name, "")
+    return f"{key.removeprefix('test_')}={metrics[key]:.4f}" if key in metrics else ""

@@ -1,0 +1,211 @@
+"""Train, evaluate, log, register and (maybe) promote one tag model.
+
+The alias is the very last write of a successful run: a run that fails or is interrupted before that
+leaves every alias where it was (at most an unaliased model version remains, tagged ``incomplete``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+
+from features import store as fs
+from portrait.model import TagModel
+from portrait.settings import Settings
+from training import churn, clv, conversion
+from training.dataset import TrainingSet, build_training_set
+from training.evaluate import (
+    classifier_plots,
+    evaluate_classifier,
+    evaluate_regressor,
+    importance_plot,
+    regressor_plots,
+)
+from training.fit import fit
+from training.labels import data_end, data_start
+from training.specs import ModelSpec
+from training.splits import SnapshotPlan, plan_snapshots
+from training.tracking import Decision, apply_decision, champion, configure, decide, experiment_id
+
+logger = logging.getLogger(__name__)
+
+PIP_REQUIREMENTS = ["lightgbm>=4.6", "scikit-learn>=1.5", "pandas>=2.2", "numpy>=1.26"]
+SPECS = {"churn": churn.spec, "conversion": conversion.spec, "clv": clv.spec}
+
+
+@dataclass
+class TrainOutcome:
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    decision: Decision
+    seconds: float
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def evaluate(model: TagModel, frame: pd.DataFrame) -> dict[str, float]:
+    """Metrics of ``model`` on a labelled frame."""
+    scores = model.score(frame)
+    y = frame.label.to_numpy()
+    return evaluate_classifier(y, scores) if model.kind == "classifier" else evaluate_regressor(y, scores)
+
+
+def plan_for(settings: Settings, spec: ModelSpec, **plan_options: Any) -> SnapshotPlan:
+    return plan_snapshots(
+        data_start(settings.clean_dir), data_end(settings.clean_dir), spec.label.horizon_days, **plan_options
+    )
+
+
+def train_model(
+    settings: Settings,
+    spec: ModelSpec,
+    *,
+    trials: int = 20,
+    timeout_s: float | None = None,
+    plan: SnapshotPlan | None = None,
+    training_set: TrainingSet | None = None,
+    **plan_options: Any,
+) -> TrainOutcome:
+    """The whole training step for one model; returns what was registered and whether it was promoted."""
+    started = time.perf_counter()
+    client = configure(settings)
+    plan = plan or (training_set.plan if training_set else plan_for(settings, spec, **plan_options))
+    ts = training_set or build_training_set(settings, spec.name, spec.label, plan)
+    for note in plan.notes:
+        logger.warning("%s: %s", spec.name, note)
+    exp = experiment_id(client, settings, spec.name)
+    with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
+        mlflow.set_tags({"model": spec.name, "feature_service": ts.feature_service, "kind": spec.kind})
+        mlflow.log_params(
+            {
+                "horizon_days": spec.label.horizon_days,
+                "lookback_days": spec.label.lookback_days,
+                "population": spec.label.population,
+                "trials": trials,
+                "timeout_s": timeout_s,
+                "feature_service": ts.feature_service,
+                "n_features": len(ts.features),
+                **{f"rows_{k}": v for k, v in ts.sizes().items()},
+            }
+        )
+        outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s)
+        model = outcome.model
+        model.metadata["plan"] = plan.as_dict()
+        mlflow.log_params({f"lgbm_{k}": v for k, v in outcome.params.items() if k not in ("verbosity",)})
+        mlflow.log_param("best_iteration", outcome.best_iteration)
+        val_metrics = evaluate(model, ts.validation)
+        test_metrics = evaluate(model, ts.test)
+        metrics = {f"val_{k}": v for k, v in val_metrics.items()} | {
+            f"test_{k}": v for k, v in test_metrics.items()
+        }
+        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(
+            {f"optuna_{k}": float(v) for k, v in outcome.study.items() if isinstance(v, int | float)}
+        )
+        _log_artifacts(ts, model, outcome, spec)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=model,
+            signature=infer_signature(
+                ts.test[model.features].head(50), model.predict(None, ts.test.head(50))
+            ),
+            input_example=ts.test[model.features].head(3),
+            pip_requirements=PIP_REQUIREMENTS,
+            metadata={"feature_service": ts.feature_service, "features": model.features},
+        )
+        version = mlflow.register_model(info.model_uri, spec.name, tags={"run_id": run.info.run_id}).version
+        client.set_model_version_tag(spec.name, version, "status", "incomplete")
+        decision = _challenge(client, spec, ts, test_metrics[spec.primary_metric])
+        mlflow.set_tags({"promotion": decision.reason, "registered_version": version})
+        client.set_model_version_tag(spec.name, version, "status", "ready")
+        apply_decision(client, spec.name, version, decision)
+    seconds = time.perf_counter() - started
+    logger.info("%s v%s: %s (%.1fs)", spec.name, version, decision.reason, seconds)
+    return TrainOutcome(spec.name, str(version), run.info.run_id, metrics, decision, seconds, ts.sizes())
+
+
+def _challenge(client: mlflow.MlflowClient, spec: ModelSpec, ts: TrainingSet, candidate: float) -> Decision:
+    """Score the current champion on the candidate's test split and decide."""
+    current = champion(client, spec.name)
+    if current is None:
+        return decide(spec.primary_metric, candidate, None, None)
+    try:
+        champ = mlflow.pyfunc.load_model(f"models:/{spec.name}@champion").unwrap_python_model()
+        champ_score = evaluate(champ, ts.test)[spec.primary_metric]
+    except (KeyError, ValueError) as exc:
+        logger.warning(
+            "champion v%s of %s cannot be scored on this data: %s", current.version, spec.name, exc
+        )
+        champ_score = None
+    return decide(spec.primary_metric, candidate, champ_score, current.version)
+
+
+def _log_artifacts(ts: TrainingSet, model: TagModel, outcome: Any, spec: ModelSpec) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        y = ts.test.label.to_numpy()
+        scores = model.score(ts.test)
+        if spec.kind == "classifier":
+            classifier_plots(y, scores, out / "plots", f"{spec.name} (test)")
+        else:
+            regressor_plots(y, scores, out / "plots", f"{spec.name} (test)")
+            tiers = pd.Series(model.tiers.assign(scores)).rename("tier")
+            value_tiers = (
+                pd.DataFrame({"tier": tiers, "actual": y, "predicted": scores})
+                .groupby("tier")
+                .agg(
+                    customers=("actual", "size"),
+                    actual_mean=("actual", "mean"),
+                    predicted_mean=("predicted", "mean"),
+                )
+            )
+            value_tiers.to_csv(out / "value_tiers.csv")
+            mlflow.log_metrics(
+                {f"test_tier_{t}_actual_mean": float(r.actual_mean) for t, r in value_tiers.iterrows()}
+            )
+        gains = np.array([model.metadata["feature_importance_gain"][f] for f in model.features])
+        importance_plot(model.features, gains, out / "plots", spec.name)
+        outcome.trials.to_csv(out / "optuna_trials.csv", index=False)
+        (out / "optuna_study.json").write_text(json.dumps(outcome.study, indent=2))
+        lineage = {
+            "feature_service": ts.feature_service,
+            "features": ts.features,
+            "plan": ts.plan.as_dict(),
+            "rows": ts.sizes(),
+            "label": {
+                "target": spec.label.target,
+                "horizon_days": spec.label.horizon_days,
+                "lookback_days": spec.label.lookback_days,
+                "population": spec.label.population,
+            },
+            "label_rate_or_mean": {
+                k: float(getattr(ts, k).label.mean()) for k in ("train", "validation", "test")
+            },
+            "tiers": {"thresholds": model.tiers.thresholds, "names": model.tiers.names},
+        }
+        (out / "lineage.json").write_text(json.dumps(lineage, indent=2, default=str))
+        mlflow.log_artifacts(str(out))
+    mlflow.log_dict({"features": ts.features}, "feature_list.json")
+
+
+def train_many(
+    settings: Settings, names: list[str], *, trials: int, timeout_s: float | None
+) -> list[TrainOutcome]:
+    outcomes = []
+    for name in names:
+        outcomes.append(train_model(settings, SPECS[name](), trials=trials, timeout_s=timeout_s))
+    return outcomes
+
+
+__all__ = ["SPECS", "TrainOutcome", "evaluate", "fs", "plan_for", "train_many", "train_model"]
