@@ -24,6 +24,7 @@ and ties broken by ``customer_id``. Serving imports only this module (never ``tr
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -31,6 +32,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -51,6 +53,7 @@ ARTIFACT_KEY = "lookalike"
 MIN_RECOMMENDED_SEED = 100
 SCORE_DECIMALS = 6
 _CHUNK = 262_144
+_BLAS: dict[str, Any] = {}  # the threadpoolctl controller, created on first use
 
 
 class LookalikeError(ValueError):
@@ -273,7 +276,7 @@ class LookalikeParams:
 class _Population:
     ids: np.ndarray  # (n,) str, sorted ascending
     vectors: np.ndarray  # (n, k) float32 embeddings
-    norms: np.ndarray  # (n,) float32
+    inv_norms: np.ndarray  # (n,) float32, 1 / |v| (0 for a zero vector)
     quad_mean: np.ndarray  # (2k,) population mean of [v, v**2]
     quad_scale: np.ndarray  # (2k,) population std of [v, v**2]
     index: Any = None  # hnswlib.Index over the vectors (cosine), or None
@@ -297,6 +300,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         self.params = params or LookalikeParams()
         self.metadata: dict[str, Any] = dict(metadata or {})
         self._pop: _Population | None = None
+        self._ann_lock = threading.Lock()  # the index's ef is shared state: one ANN query at a time
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -412,7 +416,12 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         # The arrays and the index travel as artefact files, not inside the pickle.
         state = self.__dict__.copy()
         state["_pop"] = None
+        state.pop("_ann_lock", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._ann_lock = threading.Lock()
 
     def load_context(self, context: Any) -> None:
         """MLflow hook: read the artefact folder logged under ``artifacts={"lookalike": <folder>}``."""
@@ -468,7 +477,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             )
         if isinstance(request.seed_ids, str):
             raise LookalikeError("bad_seed", "seed_ids must be a list of customer ids, not one string")
-        seed_unique = list(dict.fromkeys(str(c).strip() for c in request.seed_ids if str(c).strip()))
+        seed_unique = list(dict.fromkeys(str(c).strip() for c in request.seed_ids or () if str(c).strip()))
         if not seed_unique:
             raise LookalikeError("empty_seed", "the seed audience is empty: give at least one customer id")
         seed_pos, unknown = self.positions(seed_unique)
@@ -484,7 +493,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             excluded[seed_pos] = True
         if isinstance(request.exclude_ids, str):
             raise LookalikeError("bad_exclude", "exclude_ids must be a list of customer ids, not one string")
-        exclude_pos, _ = self.positions(request.exclude_ids)
+        exclude_pos, _ = self.positions(request.exclude_ids or ())
         excluded[exclude_pos] = True
         n_excluded = int(excluded.sum())
         available = n - n_excluded
@@ -494,10 +503,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
                 f"asked for {size:,} customers but only {available:,} are available "
                 f"({n:,} in the population, {n_excluded:,} excluded)",
             )
-        if request.min_score is not None and not math.isfinite(float(request.min_score)):
-            raise LookalikeError(
-                "bad_min_score", f"min_score must be a finite number, not {request.min_score!r}"
-            )
+        min_score = _resolve_min_score(request.min_score)
         method = request.method
         if method == "auto":
             method = "classifier" if len(seed_pos) >= self.params.classifier_min_seed else "similarity"
@@ -513,13 +519,14 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             method = "similarity"
 
         used_index = False
-        if method == "similarity":
-            positions, scores, used_index = self._similarity(seed_pos, excluded, size, n_excluded)
-        else:
-            positions, scores = self._classifier(seed_pos, excluded, size)
+        with _one_blas_thread():
+            if method == "similarity":
+                positions, scores, used_index = self._similarity(seed_pos, excluded, size, n_excluded)
+            else:
+                positions, scores = self._classifier(seed_pos, excluded, size)
         below = 0
-        if request.min_score is not None:
-            keep = scores >= float(request.min_score)
+        if min_score is not None:
+            keep = scores >= min_score
             below = int((~keep).sum())
             positions, scores = positions[keep], scores[keep]
         logger.debug(
@@ -553,7 +560,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         n = len(pop.ids)
         centroid = pop.vectors[seed_pos].astype(np.float64).mean(axis=0)
         c_norm = float(np.linalg.norm(centroid))
-        unit = centroid / c_norm if c_norm > 0 else centroid
+        unit = (centroid / c_norm if c_norm > 0 else centroid).astype(np.float32)
         # Excluded customers may take pool slots, so fetch enough to drop them all.
         pool = math.ceil(self.params.ann_oversample * size) + n_excluded
         use_index = (
@@ -562,12 +569,16 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             and pool <= self.params.ann_max_share * n
             and c_norm > 0
         )
+        cand = np.empty(0, dtype=np.int64)
         if use_index:
-            index = pop.index
-            index.set_ef(max(self.params.hnsw_ef_search, pool))
-            labels, _ = index.knn_query(unit[None, :].astype(np.float32), k=pool, num_threads=1)
-            cand = np.unique(labels[0].astype(np.int64))
-            cand = cand[~excluded[cand]]
+            try:
+                with self._ann_lock:
+                    pop.index.set_ef(max(self.params.hnsw_ef_search, pool))
+                    labels, _ = pop.index.knn_query(unit[None, :], k=pool, num_threads=1)
+                cand = np.unique(labels[0].astype(np.int64))
+                cand = cand[~excluded[cand]]
+            except RuntimeError as exc:  # hnswlib could not return k neighbours
+                logger.warning("ANN query failed (%s): scoring exactly", exc)
             if len(cand) >= size:
                 raw = _cosine(pop, cand, unit)
                 order = _rank(_round(raw), size)
@@ -575,7 +586,8 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             logger.info("ANN pool too small after exclusions (%d < %d): scoring exactly", len(cand), size)
         raw = np.empty(n, dtype=np.float64)
         for lo in range(0, n, _CHUNK):
-            raw[lo : lo + _CHUNK] = _cosine(pop, np.arange(lo, min(lo + _CHUNK, n)), unit)
+            hi = min(lo + _CHUNK, n)
+            raw[lo:hi] = (pop.vectors[lo:hi] @ unit) * pop.inv_norms[lo:hi]
         raw[excluded] = -np.inf
         order = _rank(_round(raw), size)
         return order, _round(raw[order]), False
@@ -596,9 +608,10 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
                 n - len(seed_pos),
             )
         )
+        # Draw enough distinct customers to drop the seed members among them (fixed seed: reproducible).
         rng = np.random.default_rng(p.random_seed)
-        others = np.flatnonzero(~is_seed)
-        negatives = np.sort(others[rng.choice(len(others), size=n_neg, replace=False)])
+        drawn = rng.choice(n, size=min(n, n_neg + len(seed_pos)), replace=False)
+        negatives = np.sort(drawn[~is_seed[drawn]][:n_neg])
         x_pos = _quadratic(pop.vectors[seed_pos], pop.quad_mean, pop.quad_scale)
         x_neg = _quadratic(pop.vectors[negatives], pop.quad_mean, pop.quad_scale)
         weights, bias = _fit_logistic(x_pos, x_neg, p.l2)
@@ -606,10 +619,12 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         k = pop.vectors.shape[1]
         w = weights / pop.quad_scale
         b = bias - float(np.dot(w, pop.quad_mean))
+        w_lin, w_sq = w[:k].astype(np.float32), w[k:].astype(np.float32)
         logit = np.empty(n, dtype=np.float64)
         for lo in range(0, n, _CHUNK):
-            v = pop.vectors[lo : lo + _CHUNK].astype(np.float64)
-            logit[lo : lo + _CHUNK] = v @ w[:k] + (v * v) @ w[k:] + b
+            v = pop.vectors[lo : lo + _CHUNK]
+            logit[lo : lo + _CHUNK] = v @ w_lin + (v * v) @ w_sq
+        logit += b
         logit[excluded] = -np.inf
         order = _rank(_round(logit), size)
         scores = _round(1.0 / (1.0 + np.exp(-logit[order])))
@@ -654,8 +669,21 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
 # ---- helpers --------------------------------------------------------------------------------------------
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """One BLAS thread while scoring: per-request matrices are small, and concurrent requests (several
+    workers on few cores) would otherwise fight over BLAS threads -- 10-50x slower under load."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    if "controller" not in _BLAS:
+        _BLAS["controller"] = ThreadpoolController()
+    return _BLAS["controller"].limit(limits=1, user_api="blas")
+
+
 def _population(ids: np.ndarray, vectors: np.ndarray) -> _Population:
-    norms = np.linalg.norm(vectors, axis=1).astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    inv_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)
     k = vectors.shape[1]
     total = np.zeros(2 * k)
     total_sq = np.zeros(2 * k)
@@ -668,14 +696,11 @@ def _population(ids: np.ndarray, vectors: np.ndarray) -> _Population:
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
     std[std < 1e-9] = 1.0
-    return _Population(ids=ids, vectors=vectors, norms=norms, quad_mean=mean, quad_scale=std)
+    return _Population(ids=ids, vectors=vectors, inv_norms=inv_norms, quad_mean=mean, quad_scale=std)
 
 
 def _cosine(pop: _Population, positions: np.ndarray, unit: np.ndarray) -> np.ndarray:
-    v = np.asarray(pop.vectors[positions], dtype=np.float64)
-    norms = pop.norms[positions].astype(np.float64)
-    norms[norms == 0] = 1.0
-    return (v @ unit) / norms
+    return ((pop.vectors[positions] @ unit) * pop.inv_norms[positions]).astype(np.float64)
 
 
 def _quadratic(v: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -723,6 +748,18 @@ def _rank(scores: np.ndarray, k: int) -> np.ndarray:
     else:
         chosen = np.arange(len(scores))
     return chosen[np.lexsort((chosen, -scores[chosen]))].astype(np.int64)
+
+
+def _resolve_min_score(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise LookalikeError("bad_min_score", f"min_score must be a finite number, not {value!r}")
+    return number
 
 
 def _resolve_size(size: int | None, fraction: float | None, population: int) -> int:

@@ -20,7 +20,8 @@ from training.specs import ModelSpec, TierSpec
 
 logger = logging.getLogger(__name__)
 
-MAX_ROUNDS = 2000
+# Capacity caps: serving explains every prediction by walking each tree, so trees stay bounded.
+MAX_ROUNDS = 600
 EARLY_STOPPING = 50
 
 
@@ -51,8 +52,8 @@ def _objective_params(kind: str) -> dict[str, Any]:
 
 def _suggest(trial: optuna.Trial, kind: str) -> dict[str, Any]:
     params = {
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 7, 127, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 7, 63, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 10, 400, log=True),
         "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
         "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),

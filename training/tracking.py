@@ -11,46 +11,24 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from portrait.registry import CHALLENGER, CHAMPION, TrackingUnavailable, connect
 from portrait.settings import Settings
+
+__all__ = ["CHALLENGER", "CHAMPION", "TrackingUnavailable", "configure"]
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 MODEL_NAMES = ("churn", "conversion", "clv", "lookalike")
 
 
-class TrackingUnavailable(RuntimeError):
-    """The MLflow backend (e.g. PostgreSQL in the production profile) cannot be reached."""
-
-
 def configure(settings: Settings) -> MlflowClient:
-    """Point MLflow at the settings' tracking store and check that it answers."""
-    if settings.tracking_uri.startswith("sqlite:"):
-        settings.mlruns_dir.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - any backend failure means "unreachable"
-        raise TrackingUnavailable(
-            f"MLflow tracking store {_redact(settings.tracking_uri)} is unreachable: {exc}"
-        ) from exc
-    return client
-
-
-def _redact(uri: str) -> str:
-    if "@" in uri and "://" in uri:
-        scheme, rest = uri.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return uri
+    """Point MLflow at the settings' tracking store (raises TrackingUnavailable when it does not answer)."""
+    return connect(settings)
 
 
 def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from features import store as fs
+from portrait.lifecycle import rfm_edges
 from portrait.model import TagModel
 from portrait.settings import Settings
 from training import churn, clv, conversion
@@ -102,6 +103,8 @@ def train_model(
         outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s)
         model = outcome.model
         model.metadata["plan"] = plan.as_dict()
+        if {"recency_days", "orders_365d", "spend_365d"} <= set(ts.train.columns):
+            model.metadata["rfm_edges"] = rfm_edges(ts.train)
         mlflow.log_params({f"lgbm_{k}": v for k, v in outcome.params.items() if k not in ("verbosity",)})
         mlflow.log_param("best_iteration", outcome.best_iteration)
         val_metrics = evaluate(model, ts.validation)

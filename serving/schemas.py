@@ -1,0 +1,136 @@
+"""Request and response models of the HTTP API (``/v1``). The OpenAPI schema built from these is the
+contract with the tag system and the ad teams: every field is documented."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+MAX_IDS = 10_000
+CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class Reason(BaseModel):
+    """One feature's contribution to a score."""
+
+    feature: str = Field(description="Feature name in the Feast feature service.")
+    value: float | str | None = Field(description="The customer's value of the feature.")
+    effect: float = Field(description="SHAP contribution (log-odds for probabilities, log-value for value).")
+    text: str = Field(
+        description="The reason in words, e.g. 'last purchase 143 days ago (raises churn risk)'."
+    )
+
+
+class ProbabilityTag(BaseModel):
+    probability: float = Field(ge=0, le=1, description="Calibrated probability.")
+    tier: str = Field(description="Tier from thresholds chosen on validation data: high, medium or low.")
+    reasons: list[Reason] = Field(description="Top contributing features, strongest first.")
+
+
+class ValueTag(BaseModel):
+    predicted_value: float = Field(
+        ge=0, description="Expected gross purchase value over the model's horizon."
+    )
+    tier: str = Field(description="Value tier: high (top 10 %), medium (next 30 %) or low.")
+    reasons: list[Reason] = Field(description="Top contributing features, strongest first.")
+
+
+class CustomerTags(BaseModel):
+    """Predictive tags of one customer, or why there are none."""
+
+    customer_id: str = Field(description="The customer id as requested.")
+    found: bool = Field(description="False when the online store has no features for this id.")
+    error: str | None = Field(None, description="Why no tags were produced (e.g. 'unknown customer').")
+    churn: ProbabilityTag | None = Field(
+        None, description="Risk of no purchase in the churn horizon (90 days)."
+    )
+    conversion: ProbabilityTag | None = Field(None, description="Propensity to purchase in the next 30 days.")
+    value: ValueTag | None = Field(None, description="Predicted value over the CLV horizon.")
+    lifecycle_stage: str | None = Field(None, description="new, active, at_risk, dormant or churned.")
+    rfm_segment: str | None = Field(None, description="RFM segment name, e.g. 'champions', 'at risk'.")
+    rfm_score: str | None = Field(None, description="Recency, frequency and monetary scores 1-5, e.g. '545'.")
+    model_versions: dict[str, str] = Field(
+        default_factory=dict, description="Registered model versions used."
+    )
+    features_timestamp: datetime | None = Field(None, description="Snapshot time of the features used.")
+
+
+class TagsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[CustomerId] = Field(
+        min_length=1, max_length=MAX_IDS, description=f"Customer ids to tag: 1 to {MAX_IDS:,} per request."
+    )
+
+
+class LookalikeRequest(BaseModel):
+    """A seed audience and what to return."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_ids: list[CustomerId] = Field(
+        min_length=1, max_length=1_000_000, description="Seed customers (at least 100 recommended)."
+    )
+    size: int | None = Field(None, ge=1, description="Audience size as a count (give size or fraction).")
+    fraction: float | None = Field(
+        None, gt=0, le=0.5, description="Audience size as a fraction of the population (e.g. 0.01 = 1 %)."
+    )
+    exclude_seed: bool = Field(True, description="Leave the seed customers out of the audience.")
+    exclude_ids: list[CustomerId] = Field(
+        default_factory=list,
+        max_length=1_000_000,
+        description="Ids never to return, e.g. a campaign's buyers.",
+    )
+    min_score: float | None = Field(None, description="Drop audience members scoring below this.")
+    method: Literal["auto", "similarity", "classifier"] = Field(
+        "auto",
+        description="auto: similarity for small seeds, a seed-vs-population classifier for large ones.",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> LookalikeRequest:
+        if (self.size is None) == (self.fraction is None):
+            raise ValueError("give exactly one of 'size' or 'fraction'")
+        return self
+
+
+class AudienceMember(BaseModel):
+    customer_id: str
+    score: float = Field(description="Similarity to the seed (higher is more alike).")
+
+
+class LookalikeResponse(BaseModel):
+    audience: list[AudienceMember] = Field(description="Ranked audience, most similar first.")
+    method: str = Field(description="Scoring method used: similarity or classifier.")
+    model_version: str = Field(description="Registered version of the lookalike model.")
+    seed_size: int = Field(description="Seed ids received.")
+    seed_known: int = Field(description="Seed ids found in the population.")
+    unknown_seed_ids: list[str] = Field(description="Seed ids not in the population (ignored).")
+    population: int = Field(description="Customers the model knows.")
+    requested: int = Field(description="Audience size asked for.")
+    returned: int = Field(description="Audience size returned (fewer when min_score cuts it).")
+    warnings: list[str] = Field(default_factory=list, description="E.g. a seed smaller than 100 customers.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alias: str = "champion"
+    feature_service: str | None = None
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Headline metrics of the version's run."
+    )
+    run_id: str | None = None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+    profile: str = Field(description="Deployment profile: local or production.")
+
+
+class Health(BaseModel):
+    ready: bool
+    reasons: list[str] = Field(default_factory=list, description="Why the service is not ready.")
+    models: dict[str, str] = Field(default_factory=dict, description="Loaded model versions.")
