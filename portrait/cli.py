@@ -292,5 +292,183 @@ def promote_cmd(
     console.print(f"{name} v{version} is now the champion")
 
 
+# ---------------------------------------------------------------------------------------- lookalike
+@app.command("lookalike")
+def lookalike_cmd(
+    seed: Annotated[
+        Path, typer.Option(help="CSV of seed customer ids (a customer_id column, or one id per line).")
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the audience CSV.")],
+    size: Annotated[int | None, typer.Option(help="Audience size (count).")] = None,
+    fraction: Annotated[
+        float | None, typer.Option(help="Audience size as a fraction of the population.")
+    ] = None,
+    exclude: Annotated[Path | None, typer.Option(help="CSV of ids never to return.")] = None,
+    include_seed: Annotated[bool, typer.Option(help="Allow seed customers in the audience.")] = False,
+    min_score: Annotated[float | None, typer.Option(help="Drop members scoring below this.")] = None,
+    method: Annotated[str, typer.Option(help="auto, similarity or classifier.")] = "auto",
+) -> None:
+    """Expand a seed list into a ranked lookalike audience with the champion lookalike model."""
+    import mlflow
+
+    from portrait.lookalike import LookalikeError, expand_csv, read_seed_csv
+    from portrait.registry import TrackingUnavailable, connect
+
+    if (size is None) == (fraction is None):
+        raise _fail("give exactly one of --size or --fraction")
+    if not seed.exists():
+        raise _fail(f"seed file {seed} does not exist")
+    settings = _settings()
+    try:
+        connect(settings)
+        model = mlflow.pyfunc.load_model("models:/lookalike@champion").unwrap_python_model()
+    except TrackingUnavailable as exc:
+        raise _fail(str(exc), EXIT_UNAVAILABLE) from None
+    except Exception as exc:  # noqa: BLE001 - no champion registered, or a broken artefact
+        raise _fail(
+            f"no usable lookalike champion ({exc}); run `portrait train lookalike`", EXIT_UNAVAILABLE
+        ) from None
+    try:
+        result = expand_csv(
+            model,
+            seed,
+            size,
+            out_file,
+            fraction=fraction,
+            exclude_ids=read_seed_csv(exclude) if exclude else (),
+            exclude_seed=not include_seed,
+            min_score=min_score,
+            method=method,
+        )
+    except LookalikeError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{result.returned:,} customers -> {out_file} (method {result.method}; "
+        f"{len(result.unknown_seed_ids):,} unknown seed ids ignored)"
+    )
+
+
+# ------------------------------------------------------------------------------------------- serving
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings: 3000).")] = None,
+) -> None:
+    """Start the HTTP service (BentoML) on the champion models and the online store."""
+    import os
+    import sys
+
+    settings = _settings()
+    os.environ["PORTRAIT_HOME"] = str(settings.home)
+    args = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "serving.service:Portrait",
+        "--host",
+        host or settings.host,
+        "--port",
+        str(port or settings.port),
+    ]
+    console.print(f"serving on http://{host or settings.host}:{port or settings.port} (Ctrl-C to stop)")
+    os.execv(sys.executable, args)
+
+
+@app.command("score")
+def score(
+    out_file: Annotated[Path, typer.Option("--out", help="Output file (.parquet, or .csv).")],
+    csv: Annotated[bool, typer.Option("--csv", help="Also write a CSV beside the Parquet file.")] = False,
+    batch: Annotated[int, typer.Option(help="Customers per online read.")] = 10_000,
+) -> None:
+    """Score every customer in the online store and write the tags for bulk sync into the tag system."""
+    import pandas as pd
+    from rich.progress import Progress
+
+    from features.store import snapshots_on_disk
+    from serving.tagger import Tagger
+
+    settings = _settings()
+    snaps = snapshots_on_disk(settings)
+    if not snaps:
+        raise _fail("no feature snapshots: run `portrait features build` and `portrait features materialize`")
+    latest = settings.features_dir / "customer_profile" / f"snapshot={snaps[-1]:%Y%m%dT%H%M%S}.parquet"
+    ids = pd.read_parquet(latest, columns=["customer_id"])["customer_id"].tolist()
+    tagger = Tagger(settings)
+    missing = [n for n in ("churn", "conversion", "clv") if n not in tagger.models]
+    if missing:
+        raise _fail("; ".join(tagger.load_errors[n] for n in missing), EXIT_UNAVAILABLE)
+    parts = []
+    with Progress(console=console) as progress:
+        task = progress.add_task("scoring", total=len(ids))
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            parts.append(tagger.tags_frame(chunk))
+            progress.advance(task, len(chunk))
+    frame = pd.concat(parts, ignore_index=True)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    if out_file.suffix == ".csv":
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+        if csv:
+            frame.to_csv(out_file.with_suffix(".csv"), index=False)
+    tmp.replace(out_file)
+    console.print(f"{len(frame):,} customers scored -> {out_file}")
+
+
+@app.command("demo")
+def demo(
+    customers: Annotated[int, typer.Option(help="Synthetic customers.")] = 10_000,
+    trials: Annotated[int, typer.Option(help="Optuna trials per model (small for a quick demo).")] = 3,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Start the API at the end.")] = True,
+) -> None:
+    """The main job: synthetic workspace -> features -> train and promote all models -> serve."""
+    from datetime import timedelta
+
+    from features.pipeline import compute_features
+    from features.store import apply, materialize
+    from features.synth import SynthConfig, generate
+    from training.lookalike import train_lookalike
+    from training.train import SPECS, train_model
+
+    settings = _settings()
+    end = datetime(2025, 1, 1, tzinfo=UTC)
+    console.rule("1/5 synthetic data")
+    result = generate(
+        SynthConfig(n_customers=customers, seed=42, start=end - timedelta(days=3 * 365), end=end),
+        settings.raw_dir,
+    )
+    console.print(f"{result.counts} in {result.seconds:.1f}s")
+    _validate(settings, now=end)
+    console.rule("2/5 features")
+    snap = serving_snapshot(settings)
+    build = compute_features(settings.clean_dir, settings.features_dir, [snap])
+    console.print(f"{build.rows:,} customers at {snap:%Y-%m-%d} in {build.seconds:.1f}s")
+    apply(settings)
+    console.rule("3/5 training")
+    for name, spec in SPECS.items():
+        res = train_model(settings, spec(), trials=trials)
+        console.print(f"{name} v{res.version}: {res.decision.reason}")
+    res = train_lookalike(settings, trials=trials)
+    console.print(f"lookalike v{res.version}: {res.decision.reason}")
+    console.rule("4/5 online store")
+    materialize(settings, end=snap + timedelta(days=1))
+    console.rule("5/5 API")
+    base = f"http://{settings.host}:{settings.port}"
+    out.print(
+        "Try:\n"
+        f"  curl -s -X POST {base}/v1/tags -H 'content-type: application/json' "
+        '-d \'{"customer_ids": ["C0000001", "C0000002"]}\'\n'
+        f"  curl -s -X POST {base}/v1/lookalike -H 'content-type: application/json' "
+        '-d \'{"seed_ids": ["C0000001", "C0000002", "C0000003"], "size": 100}\'\n'
+        f"  curl -s {base}/v1/models\n"
+        f"  open {base}/docs for the OpenAPI schema"
+    )
+    if serve_after:
+        serve(host=None, port=None)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -74,8 +74,9 @@ class LookalikeRequest(BaseModel):
         min_length=1, max_length=1_000_000, description="Seed customers (at least 100 recommended)."
     )
     size: int | None = Field(None, ge=1, description="Audience size as a count (give size or fraction).")
+    # An inclusive lower bound: BentoML publishes OpenAPI 3.0, where a numeric exclusiveMinimum is invalid.
     fraction: float | None = Field(
-        None, gt=0, le=0.5, description="Audience size as a fraction of the population (e.g. 0.01 = 1 %)."
+        None, ge=1e-6, le=0.5, description="Audience size as a fraction of the population (e.g. 0.01 = 1 %)."
     )
     exclude_seed: bool = Field(True, description="Leave the seed customers out of the audience.")
     exclude_ids: list[CustomerId] = Field(

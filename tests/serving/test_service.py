@@ -1,0 +1,215 @@
+"""The HTTP service: in-process (to_asgi + TestClient) and a real `bentoml serve` subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from portrait.registry import connect
+from serving.service import Portrait
+from tests.serving.conftest import SNAPSHOT
+
+KNOWN = ["C0000001", "C0000002", "C0000003", "C0000010"]
+
+
+@pytest.fixture
+def client(served):
+    with TestClient(Portrait.to_asgi()) as c:
+        yield c
+
+
+def test_tags_for_known_and_unknown_customers(client):
+    r = client.post("/v1/tags", json={"customer_ids": [*KNOWN[:2], "nobody"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [b["customer_id"] for b in body] == [*KNOWN[:2], "nobody"]
+    first = body[0]
+    assert first["found"] is True
+    assert 0 <= first["churn"]["probability"] <= 1 and first["churn"]["tier"] in {"high", "medium", "low"}
+    assert 0 <= first["conversion"]["probability"] <= 1
+    assert first["value"]["predicted_value"] >= 0
+    assert first["lifecycle_stage"] in {"new", "active", "at_risk", "dormant", "churned"}
+    assert first["rfm_segment"] and len(first["rfm_score"]) == 3
+    assert set(first["model_versions"]) == {"churn", "conversion", "clv"}
+    assert first["features_timestamp"].startswith(SNAPSHOT.date().isoformat())
+    assert all(r["text"] for r in first["churn"]["reasons"])
+    assert body[2] == {**body[2], "found": False} and "unknown customer" in body[2]["error"]
+
+
+def test_tags_match_offline_predictions(client, served):
+    connect(served)
+    frames = [
+        pd.read_parquet(served.features_dir / view / f"snapshot={SNAPSHOT:%Y%m%dT%H%M%S}.parquet")
+        for view in ("customer_profile", "customer_transactions", "customer_behaviour")
+    ]
+    offline = frames[0]
+    for f in frames[1:]:
+        offline = offline.merge(f.drop(columns=["event_timestamp", "created_timestamp"]), on="customer_id")
+    offline = offline.set_index("customer_id").loc[KNOWN].reset_index()
+    api = {b["customer_id"]: b for b in client.post("/v1/tags", json={"customer_ids": KNOWN}).json()}
+    for name, key in (("churn", "probability"), ("conversion", "probability"), ("clv", "predicted_value")):
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
+        expected = model.score(offline)
+        got = np.array([api[c]["value" if name == "clv" else name][key] for c in KNOWN])
+        np.testing.assert_allclose(
+            got, np.maximum(expected, 0) if name == "clv" else expected, rtol=1e-6, atol=1e-9
+        )
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{not json", 400, "malformed JSON"),
+        (json.dumps({"customer_ids": []}).encode(), 400, "at least 1"),
+        (json.dumps({"customer_ids": "C0000001"}).encode(), 400, "valid array"),
+        (json.dumps({"customer_ids": [1, 2]}).encode(), 400, "string"),
+        (json.dumps({"ids": ["C0000001"]}).encode(), 400, "customer_ids"),
+        (json.dumps({"customer_ids": [f"C{i}" for i in range(10_001)]}).encode(), 400, "at most 10000"),
+    ],
+)
+def test_bad_tag_requests_get_a_400_naming_the_problem(client, body, status, needle):
+    r = client.post("/v1/tags", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert needle in r.text
+
+
+def test_lookalike_request_and_errors(client, served):
+    seed = [f"C{i:07d}" for i in range(1, 201)]
+    r = client.post(
+        "/v1/lookalike", json={"seed_ids": [*seed, "ghost"], "size": 100, "exclude_ids": ["C0000300"]}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [m["customer_id"] for m in body["audience"]]
+    assert len(ids) == 100 and body["returned"] == 100
+    assert not set(ids) & set(seed) and "C0000300" not in ids
+    assert body["unknown_seed_ids"] == ["ghost"] and body["method"] in {"similarity", "classifier"}
+    scores = [m["score"] for m in body["audience"]]
+    assert scores == sorted(scores, reverse=True)
+    bad = [
+        ({"seed_ids": [], "size": 10}, "at least 1"),
+        ({"seed_ids": ["ghost1", "ghost2"], "size": 10}, "unknown"),
+        ({"seed_ids": seed, "size": 0}, "greater than or equal to 1"),
+        ({"seed_ids": seed, "size": 10_000_000}, "population"),
+        ({"seed_ids": seed}, "exactly one of 'size' or 'fraction'"),
+    ]
+    for payload, needle in bad:
+        r = client.post("/v1/lookalike", json=payload)
+        assert r.status_code == 400, (payload, r.text)
+        assert needle in r.text, (payload, r.text)
+    lines = served.audit_log.read_text().splitlines()
+    assert json.loads(lines[-1])["seed_size"] == len(seed) + 1
+
+
+def test_models_and_health(client):
+    models = client.get("/v1/models").json()
+    assert {m["name"] for m in models["models"]} == {"churn", "conversion", "clv", "lookalike"}
+    assert all(m["version"] for m in models["models"])
+    health = client.get("/v1/health").json()
+    assert health["ready"] is True and health["reasons"] == []
+    assert client.get("/readyz").status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
+
+
+def test_openapi_documents_every_field(client):
+    spec = client.get("/docs.json").json()
+    assert {"/v1/tags", "/v1/lookalike", "/v1/models", "/v1/health"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    tags = schemas["CustomerTags"]["properties"]
+    undocumented = [name for name, prop in tags.items() if not prop.get("description")]
+    assert undocumented == []
+
+
+def test_api_keys_and_scopes(served, monkeypatch):
+    monkeypatch.setenv(
+        "PORTRAIT_API_KEYS", json.dumps({"tag-key": ["tags:read"], "ad-key": ["lookalike:create"]})
+    )
+    seed = {"seed_ids": [f"C{i:07d}" for i in range(1, 150)], "size": 20}
+    before = len(served.audit_log.read_text().splitlines()) if served.audit_log.exists() else 0
+    with TestClient(Portrait.to_asgi()) as c:
+        ids = {"customer_ids": ["C0000001"]}
+        assert c.post("/v1/tags", json=ids).status_code == 401
+        assert c.post("/v1/tags", json=ids, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.post("/v1/tags", json=ids, headers={"Authorization": "Bearer tag-key"}).status_code == 200
+        denied = c.post("/v1/tags", json=ids, headers={"X-API-Key": "ad-key"})
+        assert denied.status_code == 403 and "tags:read" in denied.text
+        assert c.post("/v1/lookalike", json=seed, headers={"X-API-Key": "tag-key"}).status_code == 403
+        assert c.post("/v1/lookalike", json=seed, headers={"X-API-Key": "ad-key"}).status_code == 200
+        assert c.post("/v1/lookalike", json=seed).status_code == 401
+        assert c.get("/v1/models", headers={"X-API-Key": "ad-key"}).status_code == 200
+        assert c.get("/readyz").status_code == 200  # probes stay open
+    lines = served.audit_log.read_text().splitlines()
+    assert len(lines) == before + 1  # only the authorised lookalike call was audited
+    entry = json.loads(lines[-1])
+    assert entry["caller"].startswith("key:") and "ad-key" not in entry["caller"]
+    assert entry["seed_size"] == 149 and entry["audience_size"] == 20 and entry["model_version"]
+
+
+def test_missing_champion_makes_readiness_fail_with_a_reason(served, tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTRAIT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    with TestClient(Portrait.to_asgi()) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "no champion version of model 'churn'" in ready.text
+        r = c.post("/v1/tags", json={"customer_ids": ["C0000001"]})
+        assert r.status_code == 503 and "churn" in r.json()["reasons"][0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_bentoml_server_answers_over_http(served):
+    port = _free_port()
+    env = {**os.environ, "PORTRAIT_HOME": str(served.home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "serving.service:Portrait",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (
+                proc.stderr.read().decode()[-2000:] if proc.stderr else "server exited"
+            )
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the server did not become ready in 120 s")
+        r = httpx.post(f"{base}/v1/tags", json={"customer_ids": ["C0000001", "nobody"]}, timeout=30)
+        assert r.status_code == 200
+        assert [b["found"] for b in r.json()] == [True, False]
+        assert httpx.post(f"{base}/v1/tags", content=b"[", timeout=30).status_code == 400
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
