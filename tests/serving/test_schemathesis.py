@@ -27,7 +27,7 @@ def test_no_server_errors_on_generated_requests(served):
             @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
             def check(case) -> None:
                 response = case.call()
-                seen.setdefault(op.path, set()).add(response.status_code)
+                seen.setdefault(case.path, set()).add(response.status_code)
                 assert response.status_code < 500, (
                     f"{case.method} {case.path} {case.body!r:.200} -> {response.status_code}: {response.text[:300]}"
                 )
