@@ -42,3 +42,24 @@ def served(served_home: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("PORTRAIT_HOME", str(served_home))
     monkeypatch.delenv("PORTRAIT_API_KEYS", raising=False)
     return Settings(home=served_home)
+
+
+@pytest.fixture(scope="session")
+def api(served_home: Path):
+    """One in-process app for the session (BentoML registers its Prometheus metrics process-wide)."""
+    import os
+
+    from starlette.testclient import TestClient
+
+    from serving.service import Portrait
+
+    old = os.environ.get("PORTRAIT_HOME")
+    os.environ["PORTRAIT_HOME"] = str(served_home)
+    os.environ.pop("PORTRAIT_API_KEYS", None)
+    app = Portrait.to_asgi()
+    with TestClient(app) as client:
+        yield client
+    if old is None:
+        os.environ.pop("PORTRAIT_HOME", None)
+    else:
+        os.environ["PORTRAIT_HOME"] = old

@@ -14,19 +14,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from starlette.testclient import TestClient
 
 from portrait.registry import connect
-from serving.service import Portrait
 from tests.serving.conftest import SNAPSHOT
 
 KNOWN = ["C0000001", "C0000002", "C0000003", "C0000010"]
 
 
 @pytest.fixture
-def client(served):
-    with TestClient(Portrait.to_asgi()) as c:
-        yield c
+def client(api, served):
+    return api
 
 
 def test_tags_for_known_and_unknown_customers(client):
@@ -132,24 +129,25 @@ def test_openapi_documents_every_field(client):
     assert undocumented == []
 
 
-def test_api_keys_and_scopes(served, monkeypatch):
-    monkeypatch.setenv(
-        "PORTRAIT_API_KEYS", json.dumps({"tag-key": ["tags:read"], "ad-key": ["lookalike:create"]})
-    )
+def test_api_keys_and_scopes(client, served, monkeypatch):
+    from serving.middleware import service_state
+
+    keys = {"tag-key": ["tags:read"], "ad-key": ["lookalike:create"]}
+    monkeypatch.setattr(service_state.settings, "api_keys", keys)
     seed = {"seed_ids": [f"C{i:07d}" for i in range(1, 150)], "size": 20}
     before = len(served.audit_log.read_text().splitlines()) if served.audit_log.exists() else 0
-    with TestClient(Portrait.to_asgi()) as c:
-        ids = {"customer_ids": ["C0000001"]}
-        assert c.post("/v1/tags", json=ids).status_code == 401
-        assert c.post("/v1/tags", json=ids, headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert c.post("/v1/tags", json=ids, headers={"Authorization": "Bearer tag-key"}).status_code == 200
-        denied = c.post("/v1/tags", json=ids, headers={"X-API-Key": "ad-key"})
-        assert denied.status_code == 403 and "tags:read" in denied.text
-        assert c.post("/v1/lookalike", json=seed, headers={"X-API-Key": "tag-key"}).status_code == 403
-        assert c.post("/v1/lookalike", json=seed, headers={"X-API-Key": "ad-key"}).status_code == 200
-        assert c.post("/v1/lookalike", json=seed).status_code == 401
-        assert c.get("/v1/models", headers={"X-API-Key": "ad-key"}).status_code == 200
-        assert c.get("/readyz").status_code == 200  # probes stay open
+    c = client
+    ids = {"customer_ids": ["C0000001"]}
+    assert c.post("/v1/tags", json=ids).status_code == 401
+    assert c.post("/v1/tags", json=ids, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.post("/v1/tags", json=ids, headers={"Authorization": "Bearer tag-key"}).status_code == 200
+    denied = c.post("/v1/tags", json=ids, headers={"X-API-Key": "ad-key"})
+    assert denied.status_code == 403 and "tags:read" in denied.text
+    assert c.post("/v1/lookalike", json=seed, headers={"X-API-Key": "tag-key"}).status_code == 403
+    assert c.post("/v1/lookalike", json=seed, headers={"X-API-Key": "ad-key"}).status_code == 200
+    assert c.post("/v1/lookalike", json=seed).status_code == 401
+    assert c.get("/v1/models", headers={"X-API-Key": "ad-key"}).status_code == 200
+    assert c.get("/readyz").status_code == 200  # probes stay open
     lines = served.audit_log.read_text().splitlines()
     assert len(lines) == before + 1  # only the authorised lookalike call was audited
     entry = json.loads(lines[-1])
@@ -157,13 +155,20 @@ def test_api_keys_and_scopes(served, monkeypatch):
     assert entry["seed_size"] == 149 and entry["audience_size"] == 20 and entry["model_version"]
 
 
-def test_missing_champion_makes_readiness_fail_with_a_reason(served, tmp_path, monkeypatch):
-    monkeypatch.setenv("PORTRAIT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
-    with TestClient(Portrait.to_asgi()) as c:
-        ready = c.get("/readyz")
+def test_missing_champion_makes_readiness_fail_with_a_reason(client, served, tmp_path):
+    from serving.middleware import service_state
+
+    tagger = service_state.tagger
+    empty = served.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'empty.db'}"})
+    tagger.__init__(empty)  # the live service now sees a registry without champions
+    try:
+        ready = client.get("/readyz")
         assert ready.status_code == 503 and "no champion version of model 'churn'" in ready.text
-        r = c.post("/v1/tags", json={"customer_ids": ["C0000001"]})
+        r = client.post("/v1/tags", json={"customer_ids": ["C0000001"]})
         assert r.status_code == 503 and "churn" in r.json()["reasons"][0]
+    finally:
+        tagger.__init__(served)
+    assert client.get("/readyz").status_code == 200
 
 
 def _free_port() -> int:
