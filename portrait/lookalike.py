@@ -53,6 +53,7 @@ ARTIFACT_KEY = "lookalike"
 MIN_RECOMMENDED_SEED = 100
 SCORE_DECIMALS = 6
 _CHUNK = 262_144
+_SCORE_CHUNK = 16_384  # rows per scoring step: small enough to stay in the CPU cache
 _BLAS: dict[str, Any] = {}  # the threadpoolctl controller, created on first use
 
 
@@ -115,6 +116,7 @@ class ExpansionResult:
 
     @property
     def returned(self) -> int:
+        """Number of customers in the audience (at most ``requested``)."""
         return len(self.customer_ids)
 
     @property
@@ -124,6 +126,7 @@ class ExpansionResult:
 
     @property
     def counts(self) -> dict[str, int]:
+        """The request's bookkeeping as plain counts (for API responses and logs)."""
         return {
             "requested": self.requested,
             "returned": self.returned,
@@ -173,6 +176,7 @@ class Representation:
 
     @property
     def dim(self) -> int:
+        """Number of embedding dimensions."""
         return int(self.components.shape[0])
 
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
@@ -212,6 +216,7 @@ class Representation:
         return out
 
     def to_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted arrays, for ``numpy.savez``."""
         return {
             "log_mask": self.log_mask,
             "center": self.center,
@@ -228,6 +233,7 @@ class Representation:
     def from_arrays(
         cls, features: list[str], clip: float, indicator_weight: float, arrays: Mapping[str, np.ndarray]
     ) -> Representation:
+        """Rebuild from :meth:`to_arrays` output and the scalar settings."""
         return cls(
             features=list(features),
             log_mask=np.asarray(arrays["log_mask"], dtype=bool),
@@ -266,6 +272,7 @@ class LookalikeParams:
     random_seed: int = 7
 
     def as_dict(self) -> dict[str, Any]:
+        """The knobs as a plain dict (MLflow parameters, the artefact header)."""
         return asdict(self)
 
 
@@ -274,6 +281,8 @@ class LookalikeParams:
 
 @dataclass
 class _Population:
+    """The population a model serves: ids, vectors and what scoring needs precomputed."""
+
     ids: np.ndarray  # (n,) str, sorted ascending
     vectors: np.ndarray  # (n, k) float32 embeddings
     inv_norms: np.ndarray  # (n,) float32, 1 / |v| (0 for a zero vector)
@@ -441,14 +450,17 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
 
     @property
     def vectors(self) -> np.ndarray:
+        """The population's embedding vectors, in ``customer_ids`` order."""
         return self._population.vectors
 
     @property
     def has_index(self) -> bool:
+        """Whether an hnswlib index is loaded."""
         return self._pop is not None and self._pop.index is not None
 
     @property
     def population_size(self) -> int:
+        """Number of customers the model knows."""
         return len(self._population.ids)
 
     def positions(self, customer_ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
@@ -510,7 +522,8 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         warnings: list[str] = []
         if len(seed_pos) < MIN_RECOMMENDED_SEED:
             warnings.append(
-                f"only {len(seed_pos)} known seed customers; seeds of {MIN_RECOMMENDED_SEED}+ give steadier audiences"
+                f"only {len(seed_pos)} known seed customers; "
+                f"seeds of {MIN_RECOMMENDED_SEED}+ give steadier audiences"
             )
         if unknown:
             warnings.append(f"{len(unknown)} seed ids are not in the model's population and were ignored")
@@ -585,8 +598,8 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
                 return cand[order], _round(raw[order]), True
             logger.info("ANN pool too small after exclusions (%d < %d): scoring exactly", len(cand), size)
         raw = np.empty(n, dtype=np.float64)
-        for lo in range(0, n, _CHUNK):
-            hi = min(lo + _CHUNK, n)
+        for lo in range(0, n, _SCORE_CHUNK):
+            hi = min(lo + _SCORE_CHUNK, n)
             raw[lo:hi] = (pop.vectors[lo:hi] @ unit) * pop.inv_norms[lo:hi]
         raw[excluded] = -np.inf
         order = _rank(_round(raw), size)
@@ -621,9 +634,10 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         b = bias - float(np.dot(w, pop.quad_mean))
         w_lin, w_sq = w[:k].astype(np.float32), w[k:].astype(np.float32)
         logit = np.empty(n, dtype=np.float64)
-        for lo in range(0, n, _CHUNK):
-            v = pop.vectors[lo : lo + _CHUNK]
-            logit[lo : lo + _CHUNK] = v @ w_lin + (v * v) @ w_sq
+        squares = np.empty((min(_SCORE_CHUNK, n), k), dtype=np.float32)
+        for lo in range(0, n, _SCORE_CHUNK):
+            v = pop.vectors[lo : lo + _SCORE_CHUNK]
+            logit[lo : lo + len(v)] = v @ w_lin + np.square(v, out=squares[: len(v)]) @ w_sq
         logit += b
         logit[excluded] = -np.inf
         order = _rank(_round(logit), size)
@@ -682,28 +696,33 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
 
 
 def _population(ids: np.ndarray, vectors: np.ndarray) -> _Population:
-    norms = np.linalg.norm(vectors, axis=1)
-    inv_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)
-    k = vectors.shape[1]
-    total = np.zeros(2 * k)
-    total_sq = np.zeros(2 * k)
-    for lo in range(0, len(vectors), _CHUNK):
-        q = np.asarray(vectors[lo : lo + _CHUNK], dtype=np.float64)
-        q = np.hstack([q, q * q])
-        total += q.sum(axis=0)
-        total_sq += (q * q).sum(axis=0)
-    n = max(len(vectors), 1)
-    mean = total / n
-    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    """Wrap the population, with 1/|v| and the mean and std of [v, v**2] (to standardise the classifier)."""
+    n, k = vectors.shape
+    inv_norms = np.empty(n, dtype=np.float32)
+    s1, s2, s4 = np.zeros(k), np.zeros(k), np.zeros(k)
+    for lo in range(0, n, _SCORE_CHUNK):
+        v = np.asarray(vectors[lo : lo + _SCORE_CHUNK], dtype=np.float64)
+        sq = v * v
+        norms = np.sqrt(sq.sum(axis=1))
+        inv_norms[lo : lo + len(v)] = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        s1 += v.sum(axis=0)
+        s2 += sq.sum(axis=0)
+        s4 += (sq * sq).sum(axis=0)
+    count = max(n, 1)
+    mean = np.concatenate([s1, s2]) / count
+    second = np.concatenate([s2, s4]) / count
+    std = np.sqrt(np.maximum(second - mean * mean, 0.0))
     std[std < 1e-9] = 1.0
     return _Population(ids=ids, vectors=vectors, inv_norms=inv_norms, quad_mean=mean, quad_scale=std)
 
 
 def _cosine(pop: _Population, positions: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Cosine similarity of the customers at ``positions`` to a unit vector."""
     return ((pop.vectors[positions] @ unit) * pop.inv_norms[positions]).astype(np.float64)
 
 
 def _quadratic(v: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Standardised ``[v, v**2]`` features of the PU classifier."""
     v = np.asarray(v, dtype=np.float64)
     return (np.hstack([v, v * v]) - mean) / scale
 
@@ -722,7 +741,8 @@ def _fit_logistic(
     for _ in range(max_iter):
         prob = 1.0 / (1.0 + np.exp(-np.clip(xb @ beta, -35.0, 35.0)))
         grad = xb.T @ (sample_w * (prob - y)) + penalty * beta
-        hess = (xb * (sample_w * prob * (1.0 - prob))[:, None]).T @ xb + np.diag(penalty + 1e-9)
+        xw = xb * np.sqrt(sample_w * prob * (1.0 - prob))[:, None]
+        hess = xw.T @ xw + np.diag(penalty + 1e-9)  # X'WX as a symmetric rank-k update (BLAS syrk)
         step = np.linalg.solve(hess, grad)
         beta -= step
         if np.max(np.abs(step)) < 1e-7:
@@ -731,6 +751,7 @@ def _fit_logistic(
 
 
 def _round(values: np.ndarray) -> np.ndarray:
+    """Scores rounded to ``SCORE_DECIMALS`` so that ranking ties are exact (then broken by id)."""
     return np.round(values, SCORE_DECIMALS)
 
 
@@ -751,6 +772,7 @@ def _rank(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def _resolve_min_score(value: Any) -> float | None:
+    """``min_score`` as a float, or None; anything else is a :class:`LookalikeError`."""
     if value is None:
         return None
     try:
@@ -763,6 +785,7 @@ def _resolve_min_score(value: Any) -> float | None:
 
 
 def _resolve_size(size: int | None, fraction: float | None, population: int) -> int:
+    """The audience size from ``size`` or ``fraction`` of the population, validated."""
     if size is not None and fraction is not None:
         raise LookalikeError("bad_size", "give either size or fraction, not both")
     if size is None and fraction is None:

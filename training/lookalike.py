@@ -27,6 +27,7 @@ import json
 import logging
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -39,7 +40,8 @@ import numpy as np
 import optuna
 import pandas as pd
 from feast import FeatureStore
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, Schema
 
 from features import store as fs
 from features.pipeline import compute_features, snapshot_label
@@ -178,8 +180,11 @@ def fit_representation(
     mean = z.mean(axis=0)
     _, sigma, vt = np.linalg.svd(z - mean, full_matrices=False)
     sigma = sigma / np.sqrt(max(len(rows) - 1, 1))
-    k = int(max(1, min(params.n_components, vt.shape[0], len(rows) - 1)))
+    # Components without variance (constant features, e.g. no events at all) carry no information and
+    # whitening would only amplify rounding noise: keep the informative ones.
     floor = max(float(sigma[0]) * 1e-6, 1e-12)
+    informative = int((sigma > floor).sum())
+    k = int(max(1, min(params.n_components, informative, len(rows) - 1)))
     # Deterministic signs: the largest loading of each component is positive.
     signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(axis=1)])
     signs[signs == 0] = 1.0
@@ -202,6 +207,7 @@ def build_lookalike(
     """Fit the representation on the population and wrap it (with its index) as a :class:`LookalikeModel`."""
     x = population_matrix(population)
     representation = fit_representation(x, population.features, params)
+    params = replace(params, n_components=representation.dim)  # the effective number, after capping
     vectors = representation.transform(x)
     meta = {
         "snapshot": population.snapshot.isoformat(),
@@ -215,6 +221,7 @@ def build_lookalike(
 
 
 def population_matrix(population: PopulationFrame) -> np.ndarray:
+    """The population's features as a float matrix (missing values as NaN), in feature order."""
     frame = population.frame
     return np.column_stack(
         [
@@ -233,7 +240,8 @@ def build_baseline(population: PopulationFrame) -> LookalikeModel:
     """
     x = population_matrix(population)
     d = x.shape[1]
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns (e.g. no events at all)
         mean = np.nan_to_num(np.nanmean(x, axis=0))
         std = np.nan_to_num(np.nanstd(x, axis=0))
     std[std < 1e-12] = 1.0
@@ -285,44 +293,59 @@ def behavioural_segments(
     categories: int = 3,
     min_share: float = 0.02,
     max_share: float = 0.4,
+    spend_share: float = 0.25,
 ) -> dict[str, np.ndarray]:
-    """Segments derivable from the data when no ground truth exists.
+    """Segments derivable from the data when no ground truth exists (all over the year before the snapshot).
 
-    * ``top_decile_spend_365d``: the 10% who spent most in the year before the snapshot;
-    * ``bought_<category>``: customers with a purchase line in the category in that year, for the
-      ``categories`` categories with most buyers among those bought by ``min_share``..``max_share`` of the
-      population (a category everyone buys is not an audience).
+    * ``top_decile_spend_365d``: the 10% who spent most;
+    * ``bought_<category>``: customers with a purchase line in the category;
+    * ``spend_share_<category>``: customers who spent at least ``spend_share`` of their purchase value in
+      the category (for catalogues where every category is bought by nearly everyone, as in UCI Online
+      Retail, "bought from X" is no audience but "buys mostly X" is).
+
+    Of each category kind, the ``categories`` largest segments holding ``min_share``..``max_share`` of the
+    population are kept; the catch-all category ``other`` is left out.
     """
     ids = population.ids
+    n = len(ids)
     segments: dict[str, np.ndarray] = {}
     if "spend_365d" in population.frame.columns:
         spend = pd.to_numeric(population.frame["spend_365d"], errors="coerce").fillna(0.0).to_numpy()
         buyers = spend > 0
         if buyers.sum() >= 10:
             cut = np.quantile(spend, 0.9)
-            members = ids[(spend >= cut) & buyers]
-            segments["top_decile_spend_365d"] = np.sort(members)
+            segments["top_decile_spend_365d"] = np.sort(ids[(spend >= cut) & buyers])
     path = clean_dir / "transactions.parquet"
-    if path.exists():
-        snapshot = pd.Timestamp(population.snapshot)
-        con = duckdb.connect()
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            bought = con.execute(
-                "SELECT DISTINCT category, customer_id FROM read_parquet(?) "
-                "WHERE NOT is_return AND category IS NOT NULL AND ts < ? AND ts >= ? - INTERVAL 365 DAY",
-                [str(path), snapshot.to_pydatetime(), snapshot.to_pydatetime()],
-            ).df()
-        finally:
-            con.close()
-        known = set(ids.tolist())
-        bought = bought[bought.customer_id.astype(str).isin(known)]
-        counts = bought.groupby("category").customer_id.nunique().sort_values(ascending=False, kind="stable")
-        n = len(ids)
-        eligible = [c for c, k in counts.items() if min_share * n <= k <= max_share * n and c != "other"]
+    if not path.exists():
+        return segments
+    snapshot = pd.Timestamp(population.snapshot).to_pydatetime()
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        by_category = con.execute(
+            "SELECT customer_id, category, sum(amount) AS value FROM read_parquet(?) "
+            "WHERE NOT is_return AND category IS NOT NULL AND ts < ? AND ts >= ? - INTERVAL 365 DAY "
+            "GROUP BY 1, 2",
+            [str(path), snapshot, snapshot],
+        ).df()
+    finally:
+        con.close()
+    by_category["customer_id"] = by_category["customer_id"].astype(str)
+    by_category = by_category[
+        by_category.customer_id.isin(set(ids.tolist())) & (by_category.category != "other")
+    ]
+    total = by_category.groupby("customer_id").value.transform("sum")
+    by_category["share"] = np.where(total > 0, by_category.value / total.where(total > 0, 1.0), 0.0)
+    kinds = {
+        "bought": by_category,
+        "spend_share": by_category[by_category.share >= spend_share],
+    }
+    for kind, rows in kinds.items():
+        counts = rows.groupby("category").customer_id.nunique().sort_values(ascending=False, kind="stable")
+        eligible = [c for c, k in counts.items() if min_share * n <= k <= max_share * n]
         for category in sorted(eligible[:categories]):
-            members = bought.loc[bought.category == category, "customer_id"].astype(str).unique()
-            segments[f"bought_{category}"] = np.sort(members)
+            members = rows.loc[rows.category == category, "customer_id"].unique()
+            segments[f"{kind}_{category}"] = np.sort(members)
     return segments
 
 
@@ -375,7 +398,11 @@ def evaluate_cases(
         started = time.perf_counter()
         try:
             result = model.expand(
-                ExpansionRequest(seed_ids=case.seed_ids, size=case.audience_size, method=method)  # type: ignore[arg-type]
+                ExpansionRequest(
+                    seed_ids=case.seed_ids,
+                    size=case.audience_size,
+                    method=method,  # type: ignore[arg-type]
+                )
             )
             hits = sum(1 for c in result.customer_ids if c in target)
             used, returned, error = result.method, result.returned, ""
@@ -422,6 +449,8 @@ def summarise(table: pd.DataFrame, prefix: str = "") -> dict[str, float]:
 
 @dataclass
 class TuneOutcome:
+    """What tuning found: the best knobs, their validation score and the trial log."""
+
     params: LookalikeParams
     best_value: float
     trials: pd.DataFrame
@@ -472,12 +501,15 @@ def tune(
     Trial 0 is always the defaults, so tuning never ends worse than them on validation.
     """
     base = base or LookalikeParams()
-    d = len(population.features)
+    # Width of the PCA input: the features plus at most one missing-value indicator per partly missing one.
+    observed = ~np.isnan(population_matrix(population))
+    d = len(population.features) + int((observed.any(axis=0) & ~observed.all(axis=0)).sum())
+    top = max(8, min(64, d))
 
     def params_of(trial: optuna.Trial) -> LookalikeParams:
         return replace(
             base,
-            n_components=trial.suggest_int("n_components", 8, max(8, min(64, 2 * d))),
+            n_components=trial.suggest_int("n_components", 8, top),
             whiten=trial.suggest_float("whiten", 0.5, 1.0),
             indicator_weight=trial.suggest_float("indicator_weight", 0.25, 2.0, log=True),
             l2=trial.suggest_float("l2", 0.01, 30.0, log=True),
@@ -493,7 +525,7 @@ def tune(
     )
     study.enqueue_trial(
         {
-            "n_components": min(base.n_components, max(8, min(64, 2 * d))),
+            "n_components": min(base.n_components, top),
             "whiten": base.whiten,
             "indicator_weight": base.indicator_weight,
             "l2": base.l2,
@@ -563,9 +595,8 @@ def train_lookalike(
             }
         )
         tuned = tune(population, val_cases, trials=trials, base=params, timeout_s=timeout_s)
-        final = tuned.params
-        mlflow.log_params({f"la_{k}": v for k, v in final.as_dict().items()})
-        model = build_lookalike(population, final, metadata={"evaluation": kind})
+        model = build_lookalike(population, tuned.params, metadata={"evaluation": kind})
+        mlflow.log_params({f"la_{k}": v for k, v in model.params.as_dict().items()})
         baseline = build_baseline(population)
         test = evaluate_cases(model, test_cases, n)
         test_base = evaluate_cases(baseline, test_cases, n)
@@ -619,6 +650,7 @@ def _log_model(
     kind: str,
     segments: Mapping[str, np.ndarray],
 ) -> Any:
+    """Log evaluation tables, lineage and the pyfunc model (with its artefact folder and index)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         side = test.merge(
@@ -648,11 +680,18 @@ def _log_model(
         sample_out = model.predict(
             None, example, params | {"size": min(10, max(model.population_size - 5, 1))}
         )
+        with warnings.catch_warnings():
+            # ``rank`` is an integer column that is never missing: MLflow's hint about it does not apply.
+            warnings.filterwarnings("ignore", message=".*integer column.*", category=UserWarning)
+            inferred = infer_signature(example, sample_out, params=params)
+        # The seed comes as ``customer_id``; ``exclude`` (optional) marks rows that are exclusions instead.
+        inputs = Schema([ColSpec("string", "customer_id"), ColSpec("boolean", "exclude", required=False)])
+        signature = ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=model,
             artifacts={ARTIFACT_KEY: str(folder)},
-            signature=infer_signature(example, sample_out, params=params),
+            signature=signature,
             input_example=(example, params),
             pip_requirements=PIP_REQUIREMENTS,
             metadata={"feature_service": population.feature_service, "features": population.features},
