@@ -2,7 +2,10 @@
 
 * local profile (default): file registry and SQLite online store under ``<home>/data/feast``,
   DuckDB over the Parquet feature tables as the offline store -- no server needed;
-* production profile: SQL registry on PostgreSQL and the Redis online store.
+* production profile: SQL registry on PostgreSQL (the database is created if missing) and the Redis
+  online store, both keyed by the Feast project (``settings.feast_project_name``) so deployments can
+  share the servers. Redis calls are bounded by ``settings.redis_timeout_s`` with one quick retry, so a
+  dead Redis fails fast and a restarted one is picked up again without restarting the process.
 
 Training reads point-in-time frames with :func:`historical_features` and serving reads with
 :func:`online_features`; both take a model's FeatureService, so their feature lists cannot drift.
@@ -18,10 +21,12 @@ from typing import Any
 import pandas as pd
 from feast import FeatureService, FeatureStore, RepoConfig
 from feast.infra.registry.registry import RegistryConfig
+from feast.infra.registry.sql import SqlRegistryConfig
 
 from features.feast_repo.entities import customer
 from features.feast_repo.feature_services import MODEL_SERVICES, feature_services
 from features.feast_repo.feature_views import feature_views
+from portrait.backends import ensure_postgres_database, redis_connection_string
 from portrait.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,48 +35,84 @@ logger = logging.getLogger(__name__)
 def repo_config(settings: Settings) -> RepoConfig:
     """Feast's configuration for the settings' profile."""
     online: dict[str, Any]
+    registry: RegistryConfig
     if settings.profile == "production":
-        registry = RegistryConfig(
+        # SqlRegistry insists on its own config class (a plain RegistryConfig fails an assertion).
+        registry = SqlRegistryConfig(
             registry_type="sql",
             path=settings.postgres_url,
             cache_ttl_seconds=60,
-            sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True},
+            sqlalchemy_config_kwargs={
+                "echo": False,
+                "pool_pre_ping": True,
+                "connect_args": {"connect_timeout": settings.postgres_connect_timeout_s},
+            },
+            # Materializing flips views to MATERIALIZING in the shared registry; without this, every
+            # server reading that registry would refuse online reads until the load finishes.
+            serve_features_while_materializing=True,
         )
-        online = {"type": "redis", "connection_string": _redis_connection_string(settings.redis_url)}
+        online = {
+            "type": "redis",
+            "connection_string": redis_connection_string(
+                settings.redis_url, timeout_s=settings.redis_timeout_s
+            ),
+        }
     else:
         registry = RegistryConfig(
             registry_type="file", path=str(settings.feast_dir / "registry.db"), cache_ttl_seconds=60
         )
         online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
-    project = settings.feast_project + (f"_{settings.redis_key_prefix}" if settings.redis_key_prefix else "")
     return RepoConfig(
-        project=project,
+        project=settings.feast_project_name,
         provider="local",
         registry=registry,
         online_store=online,
         offline_store={"type": "duckdb"},
+        # By default Feast converts and writes a whole view in one batch, so memory grows with customers.
+        materialization={"online_write_batch_size": settings.materialize_batch_rows},
         entity_key_serialization_version=3,
         repo_path=settings.feast_dir,
     )
 
 
-def _redis_connection_string(url: str) -> str:
-    """Turn ``redis://host:port/db`` into Feast's ``host:port,db=N`` form."""
-    rest = url.split("://", 1)[-1]
-    hostport, _, db = rest.partition("/")
-    if "@" in hostport:
-        auth, hostport = hostport.rsplit("@", 1)
-        password = auth.split(":", 1)[-1]
-        return f"{hostport},password={password}" + (f",db={db}" if db else "")
-    return hostport + (f",db={db}" if db else "")
-
-
 def feature_store(settings: Settings) -> FeatureStore:
+    """The Feast store for the settings' profile.
+
+    Production: creates the registry database if it is missing and raises
+    :class:`~portrait.backends.BackendUnavailable` (URL redacted) when PostgreSQL cannot be reached.
+    Redis is not contacted here; its client is only configured (see :func:`bound_redis_client`).
+    """
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
-    return FeatureStore(config=repo_config(settings))
+    if settings.profile == "production":
+        ensure_postgres_database(settings.postgres_url, timeout_s=settings.postgres_connect_timeout_s)
+    store = FeatureStore(config=repo_config(settings))
+    if settings.profile == "production":
+        bound_redis_client(store)
+    return store
+
+
+def bound_redis_client(store: FeatureStore) -> None:
+    """Replace redis-py's default retry policy on the store's Redis client with one quick retry.
+
+    redis-py (>= 6) retries a failed command 3 times with exponential backoff of up to 10 s, so a
+    request against a stopped Redis takes 7-9 s to fail. One retry without backoff still replaces a
+    pooled connection that a Redis restart has broken, so reads recover as soon as Redis is back.
+    Feast creates the client lazily and keeps it; it is created here (no connection is opened).
+    """
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    try:
+        online_store = store.provider.online_store
+        client = online_store._get_client(store.config.online_store)  # noqa: SLF001 - no public accessor
+    except AttributeError:  # a Feast version with other internals: keep its defaults
+        logger.warning("could not configure the Redis client's retries; a dead Redis may fail slowly")
+        return
+    client.set_retry(Retry(NoBackoff(), 1))
 
 
 def definitions(settings: Settings) -> list[Any]:
+    """Feast objects of the repo: the customer entity, the feature views and one service per model."""
     views = feature_views(settings)
     return [customer(), *views, *feature_services(views)]
 

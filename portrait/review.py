@@ -39,15 +39,24 @@ def metrics_table(settings: Settings, names: Sequence[str] = ("churn", "conversi
         for key, value in summary["metrics"].items():
             split, _, metric = key.partition("_")
             if split in ("val", "test"):
-                rows.append({"model": name, "version": summary["version"], "split": split, "metric": metric,
-                             "value": value})
+                rows.append(
+                    {
+                        "model": name,
+                        "version": summary["version"],
+                        "split": split,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
     return pd.DataFrame(rows).pivot_table(index=["model", "metric"], columns="split", values="value")
 
 
 def champion_plots(settings: Settings, name: str, dest: Path) -> list[Path]:
     """Download the champion run's plots (ROC/PR, calibration, lift and gain, importance)."""
     summary = champion_summary(settings, name)
-    local = mlflow.artifacts.download_artifacts(run_id=summary["run_id"], artifact_path="plots", dst_path=str(dest))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=summary["run_id"], artifact_path="plots", dst_path=str(dest)
+    )
     return sorted(Path(local).glob("*.png"))
 
 

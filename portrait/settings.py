@@ -6,6 +6,11 @@ call :func:`get_settings` (or build :class:`Settings` directly in tests) when yo
 
 All generated state lives under one workspace folder, ``home`` (``PORTRAIT_HOME``); the default is
 the repository root, so MLflow writes to ``mlruns/`` there.
+
+``PORTRAIT_PROFILE=production`` keeps the code and changes only where state lives: the Feast registry
+and the MLflow backend store in PostgreSQL (``PORTRAIT_POSTGRES_URL``, or MLflow elsewhere with
+``PORTRAIT_MLFLOW_TRACKING_URI``) and the online store in Redis (``PORTRAIT_REDIS_URL``). The feature
+tables (Feast's offline store) and, by default, MLflow artefacts stay under ``home``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from portrait.backends import normalize_postgres_url
 
 Profile = Literal["local", "production"]
 
@@ -47,21 +54,52 @@ class Settings(BaseSettings):
     )
 
     # Production profile connections.
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis online store (production profile).")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis online store (production profile): redis[s]://[[user]:password@]host[:port][/db].",
+    )
     redis_key_prefix: str = Field(
-        "", description="Feast project suffix that isolates keys in a shared Redis."
+        "",
+        pattern=r"^[A-Za-z0-9_]*$",
+        description="Suffix of the Feast project name; isolates one deployment's keys (and registry "
+        "entries) in a shared Redis / PostgreSQL. Letters, digits and '_' only.",
+    )
+    redis_timeout_s: float = Field(
+        1.0, gt=0, description="Redis connect and socket timeout: a dead Redis fails a request this fast."
     )
     postgres_url: str = Field(
         "postgresql+psycopg://postgres@127.0.0.1:5432/portrait",
-        description="PostgreSQL database for the Feast SQL registry and MLflow backend (production profile).",
+        description="PostgreSQL database (SQLAlchemy URL) for the Feast SQL registry and, unless "
+        "mlflow_tracking_uri is set, the MLflow backend store; created if missing (production profile).",
+    )
+    postgres_connect_timeout_s: int = Field(
+        5, ge=1, description="PostgreSQL connect timeout (libpq connect_timeout, whole seconds)."
     )
     mlflow_tracking_uri: str | None = Field(
         None,
-        description="Explicit MLflow tracking URI (e.g. http://mlflow:5000); overrides the profile's default.",
+        description="Explicit MLflow tracking URI (an MLflow server http://mlflow:5000 or a database URL); "
+        "overrides the profile's default.",
     )
-    mlflow_artifact_root: str | None = Field(None, description="Artefact root for new MLflow experiments.")
+    mlflow_artifact_root: str | None = Field(
+        None,
+        description="Artefact root for new MLflow experiments (default <home>/mlruns/artifacts; with an "
+        "MLflow server: the server's own default).",
+    )
 
-    feast_project: str = Field("portrait", description="Feast project name.")
+    feast_project: str = Field(
+        "portrait", pattern=r"^[A-Za-z0-9_]+$", description="Feast project name (before the key prefix)."
+    )
+    materialize_batch_rows: int = Field(
+        50_000,
+        gt=0,
+        description="Rows per online-store write while materializing (bounds memory for millions of rows).",
+    )
+
+    @field_validator("postgres_url", "mlflow_tracking_uri")
+    @classmethod
+    def _psycopg_driver(cls, value: str | None) -> str | None:
+        """Use psycopg 3 for bare ``postgresql://`` URLs (SQLAlchemy would pick the absent psycopg2)."""
+        return normalize_postgres_url(value) if value else value
 
     # Serving.
     host: str = Field("127.0.0.1", description="Address the HTTP service binds to.")
@@ -117,6 +155,15 @@ class Settings(BaseSettings):
         return self.data_root / "audit" / "lookalike.jsonl"
 
     @property
+    def feast_project_name(self) -> str:
+        """The Feast project: ``feast_project`` plus ``_<redis_key_prefix>`` when a prefix is set.
+
+        Feast keys every Redis entry and every SQL-registry row by project, so the prefix isolates a
+        deployment (or a test) in shared servers.
+        """
+        return self.feast_project + (f"_{self.redis_key_prefix}" if self.redis_key_prefix else "")
+
+    @property
     def tracking_uri(self) -> str:
         """MLflow tracking URI: explicit, else PostgreSQL (production) or SQLite in ``mlruns/``."""
         if self.mlflow_tracking_uri:
@@ -126,7 +173,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
 
     @property
+    def tracking_server(self) -> bool:
+        """Whether MLflow is reached through a tracking server (HTTP) rather than a database."""
+        return self.tracking_uri.split("://", 1)[0] in ("http", "https")
+
+    @property
     def artifact_root(self) -> str:
+        """Artefact root for new experiments: explicit, else ``<home>/mlruns/artifacts``."""
         if self.mlflow_artifact_root:
             return self.mlflow_artifact_root
         return (self.mlruns_dir / "artifacts").as_uri()

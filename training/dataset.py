@@ -1,10 +1,17 @@
-"""Training frames: labels joined point-in-time to the model's FeatureService through Feast."""
+"""Training frames: labels joined point-in-time to the model's FeatureService through Feast.
+
+The split follows :mod:`training.splits`: ``train`` is every training snapshot's rows of the customers not
+held out, ``validation`` the held-out customers' rows at the same snapshots (never fitted on) and ``test``
+everyone at the out-of-time test snapshot. :attr:`TrainingSet.recent_validation` (the held-out customers
+at the latest training snapshot) is what calibration and tiers are fitted on.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
@@ -31,6 +38,22 @@ class TrainingSet:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
+    @property
+    def recent_validation(self) -> pd.DataFrame:
+        """Validation rows at the validation snapshot (the latest training snapshot), else all of them."""
+        recent = self.validation[self.validation.event_timestamp == pd.Timestamp(self.plan.validation)]
+        return recent.reset_index(drop=True) if len(recent) else self.validation
+
+
+def holdout_mask(customer_ids: pd.Series, share: float) -> np.ndarray:
+    """True for the customers held out for validation: a stable hash of the id below ``share``.
+
+    The assignment depends only on the id (not on the row order, the snapshot or the run), so a customer
+    is on the same side at every snapshot and in every retraining.
+    """
+    hashed = pd.util.hash_pandas_object(customer_ids.astype(str), index=False).to_numpy()
+    return (hashed % 10_000) < round(share * 10_000)
+
 
 def ensure_feature_snapshots(settings: Settings, plan: SnapshotPlan) -> list:
     """Compute the feature snapshots the plan needs that are not on disk yet."""
@@ -54,7 +77,8 @@ def ensure_registry(settings: Settings, store: FeatureStore | None = None) -> Fe
 def build_training_set(
     settings: Settings, model: str, spec: LabelSpec, plan: SnapshotPlan, store: FeatureStore | None = None
 ) -> TrainingSet:
-    """Labels for every planned snapshot, features from Feast ``get_historical_features``."""
+    """Labels for every planned snapshot, features from Feast ``get_historical_features``, split by
+    snapshot and held-out customers (see the module docstring)."""
     ensure_feature_snapshots(settings, plan)
     store = ensure_registry(settings, store)
     labels = build_labels(settings.clean_dir, plan.all, spec)
@@ -63,9 +87,11 @@ def build_training_set(
     frame = fs.historical_features(settings, model, labels, store)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
     features = fs.feature_names(store, model)
+    fitting = frame.event_timestamp.isin(pd.to_datetime([*plan.train, plan.validation], utc=True))
+    held_out = holdout_mask(frame.customer_id, plan.validation_share)
     split = {
-        "train": frame[frame.event_timestamp.isin(pd.to_datetime(plan.train, utc=True))],
-        "validation": frame[frame.event_timestamp == pd.Timestamp(plan.validation)],
+        "train": frame[fitting & ~held_out],
+        "validation": frame[fitting & held_out],
         "test": frame[frame.event_timestamp == pd.Timestamp(plan.test)],
     }
     for name, part in split.items():

@@ -1,8 +1,28 @@
-"""Fit a LightGBM tag model: Optuna search (TPE + pruning), final refit, calibration and tiers."""
+"""Fit a LightGBM tag model: Optuna search (TPE + pruning), calibration, final refit and tiers.
+
+1. **Search**: Optuna's TPE sampler proposes LightGBM parameters; each trial fits on ``ts.train`` and
+   early-stops on ``ts.validation`` (held-out customers, see :mod:`training.splits`), unpromising trials
+   are pruned. Classifiers are selected on validation AUC, regressors on validation Poisson deviance
+   (a proper score for an expected value, comparable across Tweedie powers).
+2. **Calibration**, on the held-out customers at the latest training snapshot
+   (:attr:`~training.dataset.TrainingSet.recent_validation`), scored by the best trial's booster, which
+   has never seen them:
+
+   * classifiers: Platt scaling of the log-odds (:class:`portrait.model.PlattCalibrator`);
+   * regressors (log link): one factor ``k`` so that the predicted total equals the actual total. It is
+     folded into the booster (``log k`` added to every leaf of the first tree), so every consumer of the
+     booster -- :meth:`TagModel.score`, :meth:`TagModel.explain`'s contributions -- applies it unchanged.
+
+3. **Refit** (default): the best parameters are refitted on training *and* validation customers (every
+   labelled row before the test snapshot), with the best number of rounds scaled by the row-count ratio,
+   and the calibration from step 2 is applied to it. ``refit=False`` keeps the best trial's booster.
+4. **Tiers**: thresholds at the quantiles of the final scores of everyone at the latest training snapshot.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -20,9 +40,13 @@ from training.specs import ModelSpec, TierSpec
 
 logger = logging.getLogger(__name__)
 
-# Capacity caps: serving explains every prediction by walking each tree, so trees stay bounded.
-MAX_ROUNDS = 600
+MAX_ROUNDS = 1000
 EARLY_STOPPING = 50
+MIN_CALIBRATION_ROWS = 200
+"""Fewer recent validation rows than this: calibrate on all validation rows instead."""
+TOTAL_FACTOR_BOUNDS = (0.2, 5.0)
+"""A value-total calibration factor outside these bounds is clipped (and logged): it signals a broken
+fit or an unrepresentative validation sample rather than drift worth correcting."""
 
 
 @dataclass
@@ -52,46 +76,87 @@ def _objective_params(kind: str) -> dict[str, Any]:
 
 def _suggest(trial: optuna.Trial, kind: str) -> dict[str, Any]:
     params = {
-        "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.2, log=True),
-        "num_leaves": trial.suggest_int("num_leaves", 7, 63, log=True),
-        "min_child_samples": trial.suggest_int("min_child_samples", 10, 400, log=True),
-        "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+        "num_leaves": trial.suggest_int("num_leaves", 4, 127, log=True),
+        "min_child_samples": trial.suggest_int("min_child_samples", 10, 1000, log=True),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.4, 1.0),
         "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
         "bagging_freq": 1,
-        "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 30.0, log=True),
+        "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 100.0, log=True),
     }
     if kind == "regressor":
         params["tweedie_variance_power"] = trial.suggest_float("tweedie_variance_power", 1.05, 1.9)
     return params
 
 
-def _datasets(ts: TrainingSet, model: TagModel) -> tuple[lgb.Dataset, lgb.Dataset, np.ndarray, np.ndarray]:
-    x_tr, x_va = model.matrix(ts.train), model.matrix(ts.validation)
-    y_tr, y_va = ts.train.label.to_numpy(dtype=float), ts.validation.label.to_numpy(dtype=float)
+def _suggest_fixed(best_params: dict[str, Any]) -> dict[str, Any]:
+    return {**best_params, "bagging_freq": 1}
+
+
+def _dataset(
+    x: np.ndarray, y: np.ndarray, model: TagModel, reference: lgb.Dataset | None = None
+) -> lgb.Dataset:
     cat_idx = [i for i, f in enumerate(model.features) if f in model.categories]
     # feature_pre_filter off: trials change min_child_samples on the same Dataset.
     params = {"feature_pre_filter": False, "verbosity": -1}
-    train = lgb.Dataset(
-        x_tr,
-        y_tr,
+    return lgb.Dataset(
+        x,
+        y,
         feature_name=model.features,
         categorical_feature=cat_idx,
         free_raw_data=False,
         params=params,
+        reference=reference,
     )
-    valid = lgb.Dataset(
-        x_va, y_va, reference=train, categorical_feature=cat_idx, free_raw_data=False, params=params
-    )
-    return train, valid, x_va, y_va
+
+
+def _labels(frame: pd.DataFrame) -> np.ndarray:
+    return frame.label.to_numpy(dtype=float)
 
 
 def tier_thresholds(scores: np.ndarray, spec: TierSpec) -> Tiers:
-    """Thresholds at the validation quantiles that give each tier its share (highest tier first)."""
+    """Thresholds at the quantiles that give each tier its share of ``scores`` (highest tier first)."""
     thresholds, cumulative = [], 0.0
     for share in spec.shares:
         cumulative += share
         thresholds.append(float(np.quantile(scores, 1.0 - cumulative)))
     return Tiers(thresholds=thresholds, names=list(spec.names), default=spec.default)
+
+
+def calibration_rows(ts: TrainingSet) -> pd.DataFrame:
+    """The rows calibration is fitted on: the recent validation rows, or all of them when too few."""
+    recent = ts.recent_validation
+    if len(recent) >= MIN_CALIBRATION_ROWS and recent.label.nunique() > 1:
+        return recent
+    return ts.validation
+
+
+def total_factor(y: np.ndarray, predicted: np.ndarray) -> float:
+    """The factor that makes the predicted total equal the actual total, within :data:`TOTAL_FACTOR_BOUNDS`."""
+    total = float(np.sum(predicted))
+    if total <= 0 or not np.isfinite(total):
+        return 1.0
+    factor = float(np.sum(y)) / total
+    low, high = TOTAL_FACTOR_BOUNDS
+    if not low <= factor <= high:
+        logger.warning("value-total factor %.3f clipped to [%.1f, %.1f]", factor, low, high)
+    return min(max(factor, low), high)
+
+
+def scale_log_link(booster: lgb.Booster, factor: float) -> lgb.Booster:
+    """A copy of a log-link booster whose predictions are multiplied by ``factor``.
+
+    Adds ``log(factor)`` to every leaf of the first tree: the raw score of every row moves by exactly
+    that amount, SHAP contributions are unchanged and the expected value absorbs the shift.
+    """
+    scaled = lgb.Booster(model_str=booster.model_to_string())
+    if factor == 1.0:
+        return scaled
+    shift = math.log(factor)
+    leaves = scaled.dump_model(num_iteration=1)["tree_info"][0]["num_leaves"]
+    for leaf in range(leaves):
+        scaled.set_leaf_output(0, leaf, scaled.get_leaf_output(0, leaf) + shift)
+    return lgb.Booster(model_str=scaled.model_to_string())
 
 
 def fit(
@@ -101,26 +166,30 @@ def fit(
     trials: int = 20,
     timeout_s: float | None = None,
     seed: int = 7,
+    refit: bool = True,
 ) -> FitOutcome:
-    """Search hyper-parameters on the validation split, refit, calibrate and attach tiers."""
+    """Search hyper-parameters on the validation customers, calibrate, refit and attach tiers."""
     shell = TagModel(
         name=spec.name,
         kind=spec.kind,
         booster_text="",
         features=list(ts.features),
-        categories=categories_of(ts.train, ts.features),
+        categories=categories_of(pd.concat([ts.train, ts.validation]), ts.features),
         tiers=Tiers([], [], spec.tiers.default),
         feature_service=ts.feature_service,
         target=spec.name,
         metadata={"log_link": spec.kind == "regressor", "description": spec.description},
     )
-    train, valid, x_va, y_va = _datasets(ts, shell)
+    x_tr, x_va = shell.matrix(ts.train), shell.matrix(ts.validation)
+    train = _dataset(x_tr, _labels(ts.train), shell)
+    valid = _dataset(x_va, _labels(ts.validation), shell, reference=train)
     fixed = _objective_params(spec.kind)
     if spec.monotone:
         fixed["monotone_constraints"] = [spec.monotone.get(f, 0) for f in shell.features]
         fixed["monotone_constraints_method"] = "intermediate"
     metric = fixed["metric"]
     direction = "maximize" if spec.kind == "classifier" else "minimize"
+    best_booster: dict[int, lgb.Booster] = {}
 
     def objective(trial: optuna.Trial) -> float:
         params = fixed | _suggest(trial, spec.kind)
@@ -136,7 +205,14 @@ def fit(
             ],
         )
         trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
-        return float(booster.best_score["validation"][metric])
+        value = float(booster.best_score["validation"][metric])
+        completed = [t for t in trial.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        better = (lambda a, b: a > b) if direction == "maximize" else (lambda a, b: a < b)
+        if not completed or better(value, trial.study.best_value):
+            best_booster[trial.number] = booster
+            for number in [n for n in best_booster if n != trial.number]:
+                del best_booster[number]
+        return value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -155,17 +231,44 @@ def fit(
     best = study.best_trial
     params = fixed | _suggest_fixed(best.params)
     best_iteration = int(best.user_attrs["best_iteration"])
-    booster = lgb.train(params, train, num_boost_round=max(best_iteration, 1))
+    tuned = best_booster.get(best.number) or lgb.train(params, train, num_boost_round=max(best_iteration, 1))
 
     model = shell
-    model.booster_text = booster.model_to_string()
-    raw_val = booster.predict(x_va, num_threads=1)
+    calibrate = calibration_rows(ts)
+    raw_cal = tuned.predict(model.matrix(calibrate), num_iteration=best_iteration, num_threads=1)
+    factor = 1.0
     if spec.kind == "classifier":
-        model.calibrator = PlattCalibrator.fit(raw_val, y_va)
-    model.tiers = tier_thresholds(model._finish(raw_val), spec.tiers)
+        model.calibrator = PlattCalibrator.fit(raw_cal, _labels(calibrate))
+    else:
+        factor = total_factor(_labels(calibrate), raw_cal)
+
+    if refit:
+        rows = len(ts.train) + len(ts.validation)
+        rounds = max(1, round(best_iteration * rows / max(len(ts.train), 1)))
+        everything = _dataset(
+            np.vstack([x_tr, x_va]), np.concatenate([_labels(ts.train), _labels(ts.validation)]), shell
+        )
+        final = lgb.train(params, everything, num_boost_round=rounds)
+    else:
+        rounds = best_iteration
+        final = lgb.Booster(model_str=tuned.model_to_string(num_iteration=best_iteration))
+    if spec.kind == "regressor":
+        final = scale_log_link(final, factor)
+    model.booster_text = final.model_to_string()
+    model._booster = None
+
+    latest = pd.concat([ts.train, ts.validation])
+    latest = latest[latest.event_timestamp == latest.event_timestamp.max()]
+    model.tiers = tier_thresholds(model.score(latest), spec.tiers)
     model.metadata["feature_importance_gain"] = dict(
-        zip(model.features, booster.feature_importance("gain").round(3).tolist(), strict=True)
+        zip(model.features, final.feature_importance("gain").round(3).tolist(), strict=True)
     )
+    model.metadata["fit"] = {
+        "refit": refit,
+        "rounds": rounds,
+        "calibration_rows": len(calibrate),
+        **({"total_factor": round(factor, 6)} if spec.kind == "regressor" else {}),
+    }
     summary = {
         "n_trials": len(study.trials),
         "n_complete": len(completed),
@@ -174,11 +277,10 @@ def fit(
         "best_trial": best.number,
         "metric": metric,
         "direction": direction,
+        "final_rounds": rounds,
         "seconds": round(time.perf_counter() - started, 2),
     }
+    if spec.kind == "regressor":
+        summary["total_factor"] = factor
     logger.info("%s: %s", spec.name, summary)
     return FitOutcome(model, params, best_iteration, summary, study.trials_dataframe())
-
-
-def _suggest_fixed(best_params: dict[str, Any]) -> dict[str, Any]:
-    return {**best_params, "bagging_freq": 1}

@@ -1,8 +1,23 @@
-"""Time-based splits: train on earlier snapshots, validate on a later one, test out of time.
+"""Time-based splits: train on earlier snapshots, test out of time, validate on held-out customers.
 
-With horizon ``h``, the test snapshot is ``T_test`` (default: the latest time whose label window fits in
-the data); validation is ``T_val = T_test - h`` so validation labels end where the test window starts;
-training snapshots are ``T_val - k * step`` (k = 1..n), so every training label ends before ``T_test``.
+With horizon ``h`` and step ``s``:
+
+* the **test** snapshot ``T_test`` (default: the latest day whose label window fits in the data) is only
+  ever scored: no label used for fitting, tuning or calibration ends after ``T_test``;
+* the **training** snapshots are ``T_test - h - k * s`` for ``k = 0 .. n_train - 1``, so every training
+  label window ends at or before ``T_test``; the latest of them, ``T_test - h``, is the **validation**
+  snapshot ``T_val``;
+* **validation** rows are a fixed share of *customers* (chosen by a hash of the customer id, see
+  :func:`training.dataset.holdout_mask`) held out of fitting at every training snapshot. Because the label
+  windows of snapshots less than ``h`` apart overlap, validating on other snapshots of the *same*
+  customers would leak their future purchases from the training labels into the validation labels (early
+  stopping and model selection then favour over-fitted models); disjoint customers cannot leak. The
+  held-out customers at ``T_val``, the snapshot closest to the time of scoring, calibrate the model
+  (probability calibration, value-total calibration, tier thresholds).
+
+Defaults: monthly snapshots over a year (``n_train=12``, ``step_days=30``), so the training rows cover
+every season once when the history allows; snapshots with less than ``min_history_days`` of history
+behind them are skipped.
 """
 
 from __future__ import annotations
@@ -10,14 +25,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+DEFAULT_STEP_DAYS = 30
+DEFAULT_N_TRAIN = 12
+DEFAULT_MIN_HISTORY_DAYS = 60
+VALIDATION_SHARE = 0.2
+
 
 @dataclass(frozen=True)
 class SnapshotPlan:
+    """Which snapshots train, validate and test a model (see the module docstring)."""
+
     train: list[datetime]
     validation: datetime
     test: datetime
     horizon_days: int
     notes: list[str] = field(default_factory=list)
+    validation_share: float = VALIDATION_SHARE
 
     @property
     def all(self) -> list[datetime]:
@@ -29,6 +52,7 @@ class SnapshotPlan:
             "validation": self.validation.isoformat(),
             "test": self.test.isoformat(),
             "horizon_days": self.horizon_days,
+            "validation_share": self.validation_share,
         }
 
 
@@ -42,12 +66,21 @@ def plan_snapshots(
     end: datetime,
     horizon_days: int,
     *,
-    step_days: int = 30,
-    n_train: int = 6,
-    min_history_days: int = 60,
+    step_days: int = DEFAULT_STEP_DAYS,
+    n_train: int = DEFAULT_N_TRAIN,
+    min_history_days: int = DEFAULT_MIN_HISTORY_DAYS,
     test_at: datetime | None = None,
+    validation_share: float = VALIDATION_SHARE,
 ) -> SnapshotPlan:
-    """Choose train / validation / test snapshots inside ``[start + min_history, end - horizon]``."""
+    """Choose training / validation / test snapshots inside ``[start + min_history, end - horizon]``.
+
+    Raises ``ValueError`` when the test window runs past ``end`` or when not even the validation
+    snapshot has ``min_history_days`` of history.
+    """
+    if step_days < 1 or n_train < 1:
+        raise ValueError("step_days and n_train must be >= 1")
+    if not 0.0 < validation_share < 1.0:
+        raise ValueError("validation_share must be between 0 and 1")
     horizon = timedelta(days=horizon_days)
     test = floor_day(test_at) if test_at else floor_day(end - horizon)
     if test + horizon > end + timedelta(days=1):
@@ -61,13 +94,19 @@ def plan_snapshots(
             f"not enough history for a {horizon_days}-day horizon: data covers {start:%Y-%m-%d}..{end:%Y-%m-%d}, "
             f"validation snapshot would be {validation:%Y-%m-%d}"
         )
-    train = [validation - timedelta(days=step_days * k) for k in range(1, n_train + 1)]
+    train = [validation - timedelta(days=step_days * k) for k in range(n_train)]
     train = [t for t in train if t >= earliest]
     notes = []
-    if not train:
-        # Too short for strictly earlier snapshots: train on the validation snapshot's predecessor window.
-        train = [validation]
-        notes.append("history too short for separate training snapshots: training and validation share one")
+    if len(train) == 1:
+        notes.append(
+            "history too short for more than one training snapshot: training and validation customers "
+            f"come from {validation:%Y-%m-%d} only"
+        )
     return SnapshotPlan(
-        train=sorted(train), validation=validation, test=test, horizon_days=horizon_days, notes=notes
+        train=sorted(train),
+        validation=validation,
+        test=test,
+        horizon_days=horizon_days,
+        notes=notes,
+        validation_share=validation_share,
     )

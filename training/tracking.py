@@ -8,6 +8,8 @@ split). Otherwise it is tagged ``challenger``. ``promote`` moves the alias delib
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from portrait.registry import CHALLENGER, CHAMPION, TrackingUnavailable, connect
 from portrait.settings import Settings
 
-__all__ = ["CHALLENGER", "CHAMPION", "TrackingUnavailable", "configure"]
+__all__ = ["CHALLENGER", "CHAMPION", "TrackingUnavailable", "configure", "registration"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +34,16 @@ def configure(settings: Settings) -> MlflowClient:
 
 
 def experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+    """The experiment of model ``name``, created on first use under the settings' artefact root.
+
+    With an MLflow tracking server and no explicit ``mlflow_artifact_root``, the server decides where
+    artefacts go (e.g. its ``--artifacts-destination``), so no location is passed.
+    """
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if settings.tracking_server and not settings.mlflow_artifact_root:
+        return client.create_experiment(name)
     return client.create_experiment(name, artifact_location=f"{settings.artifact_root.rstrip('/')}/{name}")
 
 
@@ -85,16 +94,51 @@ def decide(
 
 
 def apply_decision(client: MlflowClient, name: str, version: str, decision: Decision) -> None:
-    """Set the alias and tags for a finished candidate (the last step of a successful run)."""
+    """Set the tags and then the alias for a finished candidate (the last step of a successful run).
+
+    The alias write is the commit point: if anything before it fails, no alias has moved. After it,
+    only the old champion's ``role`` tag is updated, and a failure there is logged, not raised.
+    """
+    alias = CHAMPION if decision.promoted else CHALLENGER
     client.set_model_version_tag(name, version, "promotion", decision.reason)
-    if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        client.set_model_version_tag(name, version, "role", CHAMPION)
-        if decision.champion_version:
+    client.set_model_version_tag(name, version, "role", alias)
+    client.set_registered_model_alias(name, alias, version)
+    if decision.promoted and decision.champion_version:
+        try:
             client.set_model_version_tag(name, decision.champion_version, "role", "retired")
-    else:
-        client.set_registered_model_alias(name, CHALLENGER, version)
-        client.set_model_version_tag(name, version, "role", CHALLENGER)
+        except Exception as exc:  # noqa: BLE001 - cosmetic; the alias has already moved
+            logger.warning("%s v%s: could not tag as retired: %s", name, decision.champion_version, exc)
+
+
+@contextmanager
+def registration(client: MlflowClient, name: str, version: str) -> Iterator[None]:
+    """Guard the steps between registering ``version`` and setting its alias.
+
+    If they fail (or are interrupted), the unaliased version is deleted so no half-registered model
+    stays in the registry; if even that fails (the store is gone), it stays tagged ``status=incomplete``
+    and without an alias, so nothing serves it. Aliases of other versions are never touched.
+    """
+    try:
+        yield
+    except BaseException:
+        _discard(client, name, version)
+        raise
+
+
+def _discard(client: MlflowClient, name: str, version: str) -> None:
+    try:
+        if client.get_model_version(name, version).aliases:
+            return  # the alias moved before the failure: the version is live, keep it
+        client.delete_model_version(name, version)
+        logger.warning("%s v%s: training failed after registration; the version was deleted", name, version)
+    except Exception as exc:  # noqa: BLE001 - best effort while already failing
+        logger.warning(
+            "%s v%s: training failed after registration and the version could not be deleted (%s); "
+            "it has no alias and is tagged status=incomplete",
+            name,
+            version,
+            exc,
+        )
 
 
 def promote(client: MlflowClient, name: str, version: str) -> None:

@@ -1,7 +1,8 @@
 """Train, evaluate, log, register and (maybe) promote one tag model.
 
 The alias is the very last write of a successful run: a run that fails or is interrupted before that
-leaves every alias where it was (at most an unaliased model version remains, tagged ``incomplete``).
+leaves every alias where it was, and the version it registered is deleted (if the store is gone too, an
+unaliased version tagged ``status=incomplete`` remains). The tracking store is checked before any work.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from training.fit import fit
 from training.labels import data_end, data_start
 from training.specs import ModelSpec
 from training.splits import SnapshotPlan, plan_snapshots
-from training.tracking import Decision, apply_decision, champion, configure, decide, experiment_id
+from training.tracking import (
+    Decision,
+    apply_decision,
+    champion,
+    configure,
+    decide,
+    experiment_id,
+    registration,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,12 +136,14 @@ def train_model(
             pip_requirements=PIP_REQUIREMENTS,
             metadata={"feature_service": ts.feature_service, "features": model.features},
         )
-        version = mlflow.register_model(info.model_uri, spec.name, tags={"run_id": run.info.run_id}).version
-        client.set_model_version_tag(spec.name, version, "status", "incomplete")
-        decision = _challenge(client, spec, ts, test_metrics[spec.primary_metric])
-        mlflow.set_tags({"promotion": decision.reason, "registered_version": version})
-        client.set_model_version_tag(spec.name, version, "status", "ready")
-        apply_decision(client, spec.name, version, decision)
+        version = mlflow.register_model(
+            info.model_uri, spec.name, tags={"run_id": run.info.run_id, "status": "incomplete"}
+        ).version
+        with registration(client, spec.name, version):  # a failure from here on deletes the version
+            decision = _challenge(client, spec, ts, test_metrics[spec.primary_metric])
+            mlflow.set_tags({"promotion": decision.reason, "registered_version": version})
+            client.set_model_version_tag(spec.name, version, "status", "ready")
+            apply_decision(client, spec.name, version, decision)
     seconds = time.perf_counter() - started
     logger.info("%s v%s: %s (%.1fs)", spec.name, version, decision.reason, seconds)
     return TrainOutcome(spec.name, str(version), run.info.run_id, metrics, decision, seconds, ts.sizes())
