@@ -13,6 +13,7 @@ def spec(horizon_days: int = 30, population: Population = "all") -> ModelSpec:
         tiers=TierSpec(shares=(0.1, 0.2), names=("high", "medium"), default="low"),
         monotone={
             "add_to_cart_30d": 1,
+            "add_to_cart_90d": 1,
             "days_since_last_cart": -1,
             "recency_days": -1,
             "days_since_last_event": -1,

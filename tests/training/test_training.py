@@ -136,7 +136,11 @@ def test_behaviour_add_to_cart_raises_conversion(synth_settings):
     after = before.copy()
     after["add_to_cart_30d"] = after["add_to_cart_30d"] + 2
     after["add_to_cart_90d"] = after["add_to_cart_90d"] + 2
-    after["days_since_last_cart"] = 0.5
+    # Recent cart for those with a cart history; missing values are not ordered, so never-carted
+    # customers keep theirs and only gain the counts.
+    after["days_since_last_cart"] = after["days_since_last_cart"].where(
+        after["days_since_last_cart"].isna(), 0.5
+    )
     p0, p1 = model.score(before), model.score(after)
     assert p1.mean() > p0.mean()
     assert (p1 >= p0 - 1e-9).mean() >= 0.95
