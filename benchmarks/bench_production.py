@@ -264,29 +264,47 @@ def materialize_in_child(args: argparse.Namespace, store: str) -> dict[str, Any]
 # ---- 3. latency ------------------------------------------------------------------------------------------
 
 
-def tagger_latency(settings: Settings, ids: list[str], requests: int, warmup: int) -> dict[str, Any]:
-    """Single-customer ``Tagger.tags`` and the bare online read inside it, in-process."""
+def tagger_latency(args: argparse.Namespace, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Single-customer ``Tagger.tags`` and the bare online read inside it, in-process, per store.
+
+    Both stores' Taggers live in this process and the calls alternate (sqlite, redis, redis, sqlite,
+    ...) so that load on a shared machine hits both alike.
+    """
     from serving.tagger import Tagger
 
-    tagger = Tagger(settings)
-    missing = [n for n in TAG_MODELS if n not in tagger.models]
-    if missing:
-        raise RuntimeError(f"models not loaded: {missing} ({tagger.load_errors})")
-    for cid in ids[:warmup]:
-        tagger.tags([cid])
-    tags_ms, read_ms = [], []
-    found = 0
-    for cid in ids[warmup : warmup + requests]:
-        started = time.perf_counter()
-        out = tagger.tags([cid])
-        tags_ms.append(1000 * (time.perf_counter() - started))
-        found += out[0].found
-        started = time.perf_counter()
-        tagger.store.get_online_features(features=tagger._refs, entity_rows=[{"customer_id": cid}]).to_dict()
-        read_ms.append(1000 * (time.perf_counter() - started))
-    if found != requests:
-        raise RuntimeError(f"only {found} of {requests} customers were found in the {settings.profile} store")
-    return {"tags": percentiles(tags_ms), "read": percentiles(read_ms), "features": len(tagger._refs)}
+    taggers = {store: Tagger(store_settings(args, store)) for store in ("sqlite", "redis")}
+    for store, tagger in taggers.items():
+        missing = [n for n in TAG_MODELS if n not in tagger.models]
+        if missing:
+            raise RuntimeError(f"{store}: models not loaded: {missing} ({tagger.load_errors})")
+        for cid in ids[: args.warmup]:
+            tagger.tags([cid])
+    samples: dict[str, dict[str, list[float]]] = {s: {"tags": [], "read": []} for s in taggers}
+    found = dict.fromkeys(taggers, 0)
+    for i, cid in enumerate(ids[args.warmup : args.warmup + args.requests]):
+        order = ("sqlite", "redis") if i % 2 == 0 else ("redis", "sqlite")
+        for store in order:
+            tagger = taggers[store]
+            started = time.perf_counter()
+            out = tagger.tags([cid])
+            samples[store]["tags"].append(1000 * (time.perf_counter() - started))
+            found[store] += out[0].found
+            started = time.perf_counter()
+            tagger.store.get_online_features(
+                features=tagger._refs, entity_rows=[{"customer_id": cid}]
+            ).to_dict()
+            samples[store]["read"].append(1000 * (time.perf_counter() - started))
+    for store, count in found.items():
+        if count != args.requests:
+            raise RuntimeError(f"only {count} of {args.requests} customers were found in the {store} store")
+    return {
+        store: {
+            "tags": percentiles(samples[store]["tags"]),
+            "read": percentiles(samples[store]["read"]),
+            "features": len(taggers[store]._refs),
+        }
+        for store in taggers
+    }
 
 
 def step_http(args: argparse.Namespace) -> dict[str, Any]:
@@ -419,7 +437,8 @@ def section(args: argparse.Namespace, fig: dict[str, Any]) -> str:
         "features, churn + conversion + clv)",
         "",
         f"In-process `Tagger.tags([id])`: {args.requests:,} calls per store after {args.warmup} warm-up "
-        "calls, random known customers; 'online read' is the bare Feast `get_online_features` for the "
+        "calls, random known customers, the two stores' calls alternating in one process; 'online read' "
+        "is the bare Feast `get_online_features` for the "
         f"same id. HTTP: `POST /v1/tags` through the BentoML app ({args.http_requests:,} calls; "
         "`Portrait.to_asgi()` + TestClient in a fresh process per store, so no network hop).",
         "",
@@ -457,7 +476,11 @@ def write_section(text: str, path: Path = RESULTS) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from portrait.backends import drop_postgres_database, ensure_postgres_database
 
-    fig: dict[str, Any] = {"machine": machine(), "date": datetime.now(UTC).strftime("%Y-%m-%d"), "notes": []}
+    fig: dict[str, Any] = {
+        "machine": machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "notes": list(args.note),
+    }
     base = build_base(args)
     bench = Path(args.workdir) / "bench"
     started = time.perf_counter()
@@ -496,12 +519,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sample = [
             ids[i] for i in rng.integers(0, len(ids), args.warmup + max(args.requests, args.http_requests))
         ]
-        fig["latency"], fig["http"] = {}, {}
-        for store in ("sqlite", "redis"):
-            fig["latency"][store] = tagger_latency(
-                store_settings(args, store), sample, args.requests, args.warmup
-            )
-            logger.info("%s latency: %s", store, fig["latency"][store])
+        fig["latency"], fig["http"] = tagger_latency(args, sample), {}
+        logger.info("latency: %s", fig["latency"])
         if args.http_requests:
             ids_file = Path(args.workdir) / "latency_ids.json"
             ids_file.write_text(json.dumps(sample))
@@ -538,6 +557,7 @@ def main() -> None:
     parser.add_argument("--postgres-url", default="", help="Registry database (default: a fresh one).")
     parser.add_argument("--key-prefix", default="bench", help="Feast project suffix in Redis.")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
+    parser.add_argument("--note", action="append", default=[], help="A line to add to the section.")
     parser.add_argument("--step", choices=["materialize", "http"], help=argparse.SUPPRESS)
     parser.add_argument("--store", choices=["sqlite", "redis"], help=argparse.SUPPRESS)
     parser.add_argument("--ids-file", help=argparse.SUPPRESS)

@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import re
 import signal
@@ -710,11 +711,14 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         "| endpoint | requests | errors | p50 ms | p90 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for lat, label in (
-        (tags, "Portrait `POST /v1/tags` (1 id, batchable)"),
+    rows = [
+        (tags, "Portrait `POST /v1/tags` (1 id, batchable, max_latency_ms=30)"),
         (echo, "trivial `POST /v1/echo` (1 string)"),
         (echo_b, "trivial `POST /v1/echo_batch` (1 string, batchable)"),
-    ):
+    ]
+    if "tags_variant" in seq:
+        rows.append((seq["tags_variant"], f"Portrait variant, max_latency_ms={args.variant_latency_ms}"))
+    for lat, label in rows:
         lines.append(
             f"| {label} | {lat.n:,} | {errors_of(lat)} | {lat.p(50):.2f} | {lat.p(90):.2f} | {lat.p(99):.2f} "
             f"| {lat.p(100):.1f} |"
@@ -792,6 +796,19 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         "times only the `DataFrame.iloc[k]` look-ups that `Tagger.tags` does per customer.",
         "",
     ]
+    for n in sizes:
+        row = bd[n]
+        total = row["Tagger.tags total"]
+        feast = row["Feast get_online_features"] + row["Feast OnlineResponse.to_dict"]
+        explain = sum(row[f"{name}.explain"] for name in parts["info"]["models"])
+        lines.append(
+            f"* {n:,} customer{'s' if n > 1 else ''}: `Tagger.tags` {total:.1f} ms = Feast read + to_dict "
+            f"{feast:.1f} ms ({feast / total:.0%}), DataFrame {row['DataFrame + known-row filter']:.1f} ms, "
+            f"3x explain {explain:.1f} ms ({explain / total:.0%}), response build "
+            f"{row['pydantic response build (tags - _score, same call)']:.1f} ms "
+            f"({row['pydantic response build (tags - _score, same call)'] / total:.0%}); stages are medians of "
+            "separate calls, so they need not add up exactly."
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -1022,7 +1039,13 @@ def main() -> None:
     parser.add_argument("--skip-breakdown", action="store_true", help="Only load the Tagger (model sizes).")
     parser.add_argument("--build-only", action="store_true", help="Build (or check) the workspace and stop.")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
+    parser.add_argument("--rerender", type=Path, help=argparse.SUPPRESS)  # a bench_serving_last.pickle
     args = parser.parse_args()
+    if args.rerender:
+        with args.rerender.open("rb") as fh:
+            saved = pickle.load(fh)  # noqa: S301 - our own file
+        finish(argparse.Namespace(**{**saved["args"], "no_write": args.no_write}), saved["parts"])
+        return
     args.concurrency_levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("feast", "mlflow", "alembic", "urllib3", "httpx", "bentoml"):
@@ -1069,7 +1092,12 @@ def main() -> None:
         else:
             run_export(args, home, len(ids), parts, scratch)
     parts["load_end"] = load_avg()
+    with (args.workdir / "bench_serving_last.pickle").open("wb") as fh:
+        pickle.dump({"args": vars(args), "parts": parts}, fh)  # raw figures, to re-render the report
+    finish(args, parts)
 
+
+def finish(args: argparse.Namespace, parts: dict[str, Any]) -> None:
     text = report(args, parts)
     print("\n" + text)
     if not args.no_write:

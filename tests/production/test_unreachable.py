@@ -35,7 +35,7 @@ def test_train_fails_fast_and_redacted(tmp_path, monkeypatch):
     started = time.perf_counter()
     with pytest.raises(tracking.TrackingUnavailable) as caught:
         train_model(settings, churn.spec(), trials=1)
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < 20  # MLflow alone would retry for ~100 s
     assert tracking.TrackingUnavailable is registry.TrackingUnavailable
     message = str(caught.value)
     assert "unreachable" in message and url.rsplit("@", 1)[1] in message
@@ -59,6 +59,6 @@ def test_serving_is_not_ready_without_postgres(tmp_path):
     started = time.perf_counter()
     tagger = Tagger(settings)
     reasons = tagger.readiness()
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < 20  # MLflow alone would retry for ~100 s
     assert reasons and all("unreachable" in r for r in reasons)
     assert not any("s3cret" in r for r in reasons)

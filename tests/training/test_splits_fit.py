@@ -1,0 +1,65 @@
+"""Split and fitting mechanics: held-out validation customers, the snapshot plan, the value-total scaling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import churn
+from training.dataset import build_training_set, holdout_mask
+from training.fit import scale_log_link, total_factor
+from training.splits import plan_snapshots
+from training.train import plan_for
+
+PLAN = {"n_train": 3, "step_days": 60}
+
+
+def test_plan_trains_up_to_the_validation_snapshot():
+    start, end = datetime(2022, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
+    plan = plan_snapshots(start, end, 90, step_days=30, n_train=12)
+    assert plan.validation == max(plan.train) == plan.test - timedelta(days=90)
+    assert len(plan.train) == 12
+    assert all(t + timedelta(days=90) <= plan.test for t in plan.train)
+    short = plan_snapshots(start, datetime(2022, 9, 1, tzinfo=UTC), 90)
+    assert short.train == [short.validation] and short.notes
+    with pytest.raises(ValueError, match="validation_share"):
+        plan_snapshots(start, end, 90, validation_share=1.0)
+
+
+def test_holdout_is_stable_and_close_to_its_share():
+    ids = pd.Series([f"c{i}" for i in range(20_000)])
+    mask = holdout_mask(ids, 0.2)
+    assert abs(mask.mean() - 0.2) < 0.01
+    shuffled = ids.sample(frac=1.0, random_state=0)
+    assert (holdout_mask(shuffled, 0.2) == mask[shuffled.index]).all()
+
+
+def test_validation_customers_never_train(synth_settings):
+    spec = churn.spec()
+    plan = plan_for(synth_settings, spec, **PLAN)
+    ts = build_training_set(synth_settings, "churn", spec.label, plan)
+    assert not set(ts.train.customer_id) & set(ts.validation.customer_id)
+    snapshots = set(pd.to_datetime(plan.train, utc=True))
+    assert set(ts.train.event_timestamp) <= snapshots and set(ts.validation.event_timestamp) <= snapshots
+    assert (ts.recent_validation.event_timestamp == pd.Timestamp(plan.validation)).all()
+    assert 0.1 < len(ts.validation) / (len(ts.train) + len(ts.validation)) < 0.3
+
+
+def test_scale_log_link_multiplies_predictions_and_keeps_contributions():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 3))
+    y = rng.gamma(1.0, np.exp(x[:, 0])) * (rng.random(2000) < 0.4)
+    booster = lgb.train(
+        {"objective": "tweedie", "verbosity": -1, "num_leaves": 7}, lgb.Dataset(x, y), num_boost_round=20
+    )
+    scaled = scale_log_link(booster, 1.7)
+    assert np.allclose(scaled.predict(x), 1.7 * booster.predict(x))
+    before, after = booster.predict(x, pred_contrib=True), scaled.predict(x, pred_contrib=True)
+    assert np.allclose(before[:, :-1], after[:, :-1])
+    assert np.allclose(np.exp(after.sum(axis=1)), scaled.predict(x))
+    assert total_factor(np.array([2.0, 4.0]), np.array([1.0, 2.0])) == 2.0
+    assert total_factor(np.array([100.0]), np.array([1.0])) == 5.0  # clipped
