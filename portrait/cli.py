@@ -386,7 +386,7 @@ def score(
     from rich.progress import Progress
 
     from features.store import snapshots_on_disk
-    from serving.tagger import Tagger
+    from serving.tagger import Tagger, freeze_startup_objects
 
     settings = _settings()
     snaps = snapshots_on_disk(settings)
@@ -398,6 +398,7 @@ def score(
     missing = [n for n in ("churn", "conversion", "clv") if n not in tagger.models]
     if missing:
         raise _fail("; ".join(tagger.load_errors[n] for n in missing), EXIT_UNAVAILABLE)
+    freeze_startup_objects()
     parts = []
     with Progress(console=console) as progress:
         task = progress.add_task("scoring", total=len(ids))

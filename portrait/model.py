@@ -9,7 +9,7 @@ calibrator, the tier thresholds and the reason phrases -- so serving never impor
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,10 +17,12 @@ import lightgbm as lgb
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from portrait.reasons import describe
 
 Kind = Literal["classifier", "regressor"]
+Frame = pd.DataFrame | Mapping[str, Any]  # a DataFrame, or column name -> 1-D array of equal lengths
 
 
 class PlattCalibrator:
@@ -114,6 +116,17 @@ class LeafPaths:
                     delta[i, leaf, d] = v
         return cls(feature=feature, delta=delta, bias=bias)
 
+    def leaf_table(self, n_features: int) -> np.ndarray:
+        """``(trees, max_leaves, n_features)``: each leaf's path deltas summed per feature (built once)."""
+        table = getattr(self, "_table", None)
+        if table is None or table.shape[2] != n_features:
+            trees, leaves, depth = self.feature.shape
+            table = np.zeros((trees, leaves, n_features))
+            t, leaf, d = np.nonzero(self.feature >= 0)
+            np.add.at(table, (t, leaf, self.feature[t, leaf, d]), self.delta[t, leaf, d])
+            self._table = table
+        return table
+
 
 @dataclass
 class TagModel(mlflow.pyfunc.PythonModel):
@@ -139,6 +152,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         state = self.__dict__.copy()
         state["_booster"] = None
         state["_paths"] = None
+        state.pop("_codes", None)
         return state
 
     @property
@@ -148,8 +162,14 @@ class TagModel(mlflow.pyfunc.PythonModel):
         return self._booster
 
     # -- scoring --------------------------------------------------------------------------------
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """Features as a float matrix in training order; categoricals become their training codes."""
+    def matrix(self, frame: Frame) -> np.ndarray:
+        """Features as a float matrix in training order; categoricals become their training codes.
+
+        ``frame`` is a DataFrame or a mapping of column name -> 1-D array (what serving builds from
+        Feast's online response, without a DataFrame's per-call overhead).
+        """
+        if not isinstance(frame, pd.DataFrame):
+            return self._matrix_from_columns(frame)
         missing = [f for f in self.features if f not in frame.columns]
         if missing:
             raise KeyError(f"{self.name}: missing feature columns {missing}")
@@ -171,6 +191,33 @@ class TagModel(mlflow.pyfunc.PythonModel):
             x[:, positions[name]] = codes
         return x
 
+    def _matrix_from_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        missing = [f for f in self.features if f not in columns]
+        if missing:
+            raise KeyError(f"{self.name}: missing feature columns {missing}")
+        n = _n_rows(columns)
+        x = np.empty((n, len(self.features)))
+        for i, name in enumerate(self.features):
+            values = columns[name]
+            cats = self.categories.get(name)
+            if cats is not None:  # the training code of each category; anything else is missing
+                codes = self._category_codes(name, cats)
+                x[:, i] = [codes.get(v, np.nan) if isinstance(v, str) else np.nan for v in values]
+                continue
+            try:
+                x[:, i] = np.asarray(values, dtype="float64")
+            except (TypeError, ValueError):
+                x[:, i] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(
+                    dtype="float64", na_value=np.nan
+                )
+        return x
+
+    def _category_codes(self, name: str, cats: list[str]) -> dict[str, float]:
+        cache = self.__dict__.setdefault("_codes", {})
+        if name not in cache:
+            cache[name] = {c: float(i) for i, c in enumerate(cats)}
+        return cache[name]
+
     def raw_score(self, x: np.ndarray) -> np.ndarray:
         return self.booster.predict(x, num_threads=1)
 
@@ -189,23 +236,22 @@ class TagModel(mlflow.pyfunc.PythonModel):
         Path-based (Saabas) attributions from the tree structure: each split on the row's path credits
         its feature with the change in the node's expected value. One ``pred_leaf`` pass plus table
         look-ups, so reasons cost about as much as a prediction (LightGBM's exact TreeSHAP,
-        :meth:`shap_contributions`, costs milliseconds per row on deep trees).
+        :meth:`shap_contributions`, costs milliseconds per row on deep trees). Each leaf's path is
+        pre-summed per feature (:meth:`LeafPaths.leaf_table`), so a row costs one ``n_features`` vector
+        addition per tree (a sparse one-hot leaf matrix times that table).
         """
-        paths = self.paths
+        table = self.paths.leaf_table(len(self.features))
         leaves = self.booster.predict(x, pred_leaf=True, num_threads=1).astype(np.int64)
         n, n_trees = leaves.shape
-        n_feat = len(self.features)
-        trees = np.arange(n_trees)[None, :]
-        feat = paths.feature[trees, leaves]  # (n, T, D)
-        delta = paths.delta[trees, leaves]
-        rows = np.broadcast_to(np.arange(n)[:, None, None], feat.shape)
-        valid = feat >= 0
-        out = np.zeros((n, n_feat + 1))
-        flat = np.bincount(
-            (rows[valid] * n_feat + feat[valid]), weights=delta[valid], minlength=n * n_feat
-        ).reshape(n, n_feat)
-        out[:, :n_feat] = flat
-        out[:, n_feat] = paths.bias
+        n_leaves, n_feat = table.shape[1], table.shape[2]
+        # One-hot (row, tree's leaf) matrix times the per-leaf contribution table: a sparse-dense
+        # product in C, summing each row's trees in tree order.
+        columns = (leaves + np.arange(n_trees, dtype=np.int64)[None, :] * n_leaves).ravel()
+        indptr = np.arange(0, n * n_trees + 1, n_trees, dtype=np.int64)
+        hits = sparse.csr_matrix((np.ones(n * n_trees), columns, indptr), shape=(n, n_trees * n_leaves))
+        out = np.empty((n, n_feat + 1))
+        out[:, :n_feat] = hits @ table.reshape(n_trees * n_leaves, n_feat)
+        out[:, n_feat] = self.paths.bias
         return out
 
     def shap_contributions(self, x: np.ndarray) -> np.ndarray:
@@ -218,8 +264,15 @@ class TagModel(mlflow.pyfunc.PythonModel):
             self._paths = LeafPaths.from_booster(self.booster, len(self.features))
         return self._paths
 
-    def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
+    def explain(self, frame: Frame, top_k: int = 3) -> pd.DataFrame:
         """Score, tier and the ``top_k`` reasons behind each row's score."""
+        scores, tiers, reasons = self.explain_columns(frame, top_k)
+        return pd.DataFrame({"score": scores, "tier": tiers, "reasons": reasons})
+
+    def explain_columns(
+        self, frame: Frame, top_k: int = 3
+    ) -> tuple[np.ndarray, list[str], list[list[dict[str, Any]]]]:
+        """:meth:`explain` as ``(scores, tiers, reasons)``, without building a DataFrame."""
         x = self.matrix(frame)
         contrib = self.contributions(x)
         raw = contrib.sum(axis=1)
@@ -229,27 +282,34 @@ class TagModel(mlflow.pyfunc.PythonModel):
             raw = np.exp(raw)
         scores = self._finish(raw)
         reasons = self._reasons(frame, contrib[:, :-1], top_k)
-        return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores), "reasons": reasons})
+        return scores, self.tiers.assign(scores), reasons
 
-    def _reasons(self, frame: pd.DataFrame, contrib: np.ndarray, top_k: int) -> list[list[dict[str, Any]]]:
+    def _reasons(self, frame: Frame, contrib: np.ndarray, top_k: int) -> list[list[dict[str, Any]]]:
         order = np.argsort(-np.abs(contrib), axis=1)[:, :top_k]
+        picked = np.take_along_axis(contrib, order, axis=1)
+        columns: dict[int, list[Any]] = {}  # feature position -> the frame's column as a list
+        texts: dict[tuple[int, Any, bool], str] = {}  # (feature, value, raises) -> reason text
         out: list[list[dict[str, Any]]] = []
-        for row, picks in enumerate(order):
+        for row, (picks, effects) in enumerate(zip(order.tolist(), picked.tolist(), strict=True)):
             items = []
-            for j in picks:
-                effect = float(contrib[row, j])
+            for j, effect in zip(picks, effects, strict=True):
                 if effect == 0.0 or math.isnan(effect):
                     continue
-                feature = self.features[j]
-                value = frame[feature].iloc[row]
+                column = columns.get(j)
+                if column is None:
+                    column = columns[j] = frame[self.features[j]].tolist()
+                value = column[row]
+                missing = _is_missing(value)
+                key = (j, None if missing else value, effect > 0)
+                text = texts.get(key)
+                if text is None:
+                    text = texts[key] = describe(self.features[j], value, effect, self.target)
                 items.append(
                     {
-                        "feature": feature,
-                        "value": None
-                        if _is_missing(value)
-                        else (value if isinstance(value, str) else float(value)),
+                        "feature": self.features[j],
+                        "value": None if missing else (value if isinstance(value, str) else float(value)),
                         "effect": round(effect, 4),
-                        "text": describe(feature, value, effect, self.target),
+                        "text": text,
                     }
                 )
             out.append(items)
@@ -262,6 +322,10 @@ class TagModel(mlflow.pyfunc.PythonModel):
         """pyfunc entry point: ``score`` and ``tier`` per row (reasons through :meth:`explain`)."""
         scores = self.score(model_input)
         return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores)})
+
+
+def _n_rows(columns: Mapping[str, Any]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
 
 
 def _is_missing(value: Any) -> bool:

@@ -36,7 +36,7 @@ from serving.schemas import (
     LookalikeResponse,
     ModelsResponse,
 )
-from serving.tagger import ServingError, Tagger, Unavailable
+from serving.tagger import ServingError, Tagger, Unavailable, freeze_startup_objects
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Portrait:
         service_state.tagger = self.tagger
         if self.tagger.load_errors:
             logger.warning("not ready: %s", "; ".join(self.tagger.load_errors.values()))
+        freeze_startup_objects()
 
     def __is_ready__(self) -> bool:
         reasons = self.tagger.readiness()

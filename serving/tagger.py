@@ -6,6 +6,7 @@ Kept free of BentoML so it can be called directly (batch export, tests). The ser
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -14,9 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from feast import FeatureStore
+from feast.online_response import OnlineResponse
+from feast.type_map import feast_value_type_to_python_type
 from mlflow.exceptions import MlflowException
+from pydantic import TypeAdapter
 
 from features import store as fs
 from portrait.backends import BackendUnavailable
@@ -25,12 +30,13 @@ from portrait.lookalike import ExpansionRequest, ExpansionResult, LookalikeModel
 from portrait.model import TagModel
 from portrait.registry import CHAMPION, TrackingUnavailable, connect
 from portrait.settings import Settings
-from serving.schemas import CustomerTags, ModelInfo, ProbabilityTag, Reason, ValueTag
+from serving.schemas import CustomerTags, ModelInfo
 
 logger = logging.getLogger(__name__)
 
 TAG_MODELS = ("churn", "conversion", "clv")
 ALL_MODELS = (*TAG_MODELS, "lookalike")
+_TAGS = TypeAdapter(list[CustomerTags])
 HEADLINE_METRICS = (
     "test_auc",
     "test_average_precision",
@@ -123,6 +129,7 @@ class Tagger:
             if name == "lookalike":
                 self.lookalike = model
             else:
+                model.paths.leaf_table(len(model.features))  # build the explain tables now, not per request
                 self.models[name] = model
             logger.info("loaded %s v%s", name, mv.version)
 
@@ -167,7 +174,8 @@ class Tagger:
         return reasons
 
     # -- tags ----------------------------------------------------------------------------------------
-    def online_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
+    def _online_read(self, customer_ids: Sequence[str]) -> OnlineResponse:
+        """One Feast ``get_online_features`` call for the union of the models' FeatureServices."""
         if not self.models:
             raise Unavailable(
                 "; ".join(self.load_errors.get(n, "") for n in TAG_MODELS) or "no tag model loaded"
@@ -175,25 +183,53 @@ class Tagger:
         store = self._open_store()
         try:
             response = store.get_online_features(
-                features=self._refs, entity_rows=[{"customer_id": cid} for cid in customer_ids]
+                features=self._refs, entity_rows={"customer_id": list(customer_ids)}
             )
-            data = response.to_dict(include_event_timestamps=True)
         except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
             self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
             raise Unavailable(self.store_error) from exc
         self.store_error = None
-        return pd.DataFrame(data)
+        return response
 
-    def _score(self, customer_ids: Sequence[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], Any]:
-        """Online features of the known customers and each model's scores, tiers and reasons."""
-        frame = self.online_frame(customer_ids)
-        names = [r.split(":", 1)[1] for r in self._refs]
-        found = frame[names].notna().any(axis=1).to_numpy()
-        known = frame[found].reset_index(drop=True)
-        results = {name: model.explain(known) for name, model in self.models.items()} if len(known) else {}
-        ts_cols = [c for c in known.columns if c.endswith("__ts")]
-        known["_features_ts"] = known[ts_cols].max(axis=1) if ts_cols else None
+    def online_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
+        """Feast's online response as a frame (``OnlineResponse.to_dict`` with event timestamps)."""
+        return pd.DataFrame(self._online_read(customer_ids).to_dict(include_event_timestamps=True))
+
+    def _score(
+        self, customer_ids: Sequence[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, list[str], list[Any]]], np.ndarray]:
+        """Online features of the known customers and each model's ``(scores, tiers, reasons)``.
+
+        The response's columns are converted straight from Feast's protobuf response (the same values
+        ``OnlineResponse.to_dict`` gives, see :func:`response_columns`), event timestamps only once per
+        feature view; unknown customers are dropped before any per-row work, and no DataFrame is built.
+        """
+        known, found = self.known_frame(customer_ids, self._online_read(customer_ids))
+        n_known = len(known["customer_id"])
+        results = (
+            {name: model.explain_columns(known) for name, model in self.models.items()} if n_known else {}
+        )
         return known, results, found
+
+    def known_frame(
+        self, customer_ids: Sequence[str], response: OnlineResponse
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The known customers' columns (features, ``customer_id``, ``_features_ts``) and the found mask."""
+        names = [r.split(":", 1)[1] for r in self._refs]
+        columns, found, stamps = response_columns(response, names, self._view_features())
+        keep = np.flatnonzero(found)
+        known: dict[str, np.ndarray] = {"customer_id": np.asarray(customer_ids, dtype=object)[keep]}
+        known.update({name: col[keep] for name, col in columns.items()})
+        known["_features_ts"] = stamps[keep]
+        return known, found
+
+    def _view_features(self) -> list[str]:
+        """One requested feature per feature view (all of a view's features share its timestamp)."""
+        firsts: dict[str, str] = {}
+        for ref in self._refs:
+            view, name = ref.split(":", 1)
+            firsts.setdefault(view, name)
+        return list(firsts.values())
 
     def _rfm_edges(self) -> dict[str, list[float]]:
         return next(
@@ -201,43 +237,48 @@ class Tagger:
         )
 
     def tags(self, customer_ids: Sequence[str]) -> list[CustomerTags]:
-        """Tags for each requested id, in request order; unknown ids get ``found=False``."""
+        """Tags for each requested id, in request order; unknown ids get ``found=False``.
+
+        Built as plain dicts from column lists and validated into :class:`CustomerTags` in one pydantic
+        call (per-row DataFrame access and per-object model construction cost more than the scoring).
+        """
         started = time.perf_counter()
         known, results, found = self._score(customer_ids)
         versions = {n: self.versions[n] for n in self.models}
         edges = self._rfm_edges()
-        out: list[CustomerTags] = []
+        n_known = len(known["customer_id"])
+        per_model = [
+            (name, scores.tolist(), tiers, reasons) for name, (scores, tiers, reasons) in results.items()
+        ]
+        recency, tenure, orders, spend = (
+            _column(known, c, n_known) for c in ("recency_days", "tenure_days", "orders_365d", "spend_365d")
+        )
+        stamps = known["_features_ts"].tolist()
+        rows: list[dict[str, Any]] = []
         k = 0
         for i, cid in enumerate(customer_ids):
             if not found[i]:
-                out.append(
-                    CustomerTags(customer_id=cid, found=False, error="unknown customer: no features online")
+                rows.append(
+                    {"customer_id": cid, "found": False, "error": "unknown customer: no features online"}
                 )
                 continue
-            row = known.iloc[k]
-            tags = CustomerTags(customer_id=cid, found=True, model_versions=versions)
-            for name, res in results.items():
-                r = res.iloc[k]
-                reasons = [Reason(**x) for x in r.reasons]
+            row: dict[str, Any] = {"customer_id": cid, "found": True, "model_versions": versions}
+            for name, scores, tiers, reasons in per_model:
                 if name == "clv":
-                    tags.value = ValueTag(
-                        predicted_value=max(float(r.score), 0.0), tier=r.tier, reasons=reasons
-                    )
+                    row["value"] = {
+                        "predicted_value": max(scores[k], 0.0),
+                        "tier": tiers[k],
+                        "reasons": reasons[k],
+                    }
                 else:
-                    setattr(
-                        tags, name, ProbabilityTag(probability=float(r.score), tier=r.tier, reasons=reasons)
-                    )
-            churn_tier = tags.churn.tier if tags.churn else None
-            tags.lifecycle_stage = lifecycle_stage(
-                _get(row, "recency_days"), _get(row, "tenure_days"), churn_tier
-            )
-            tags.rfm_segment, tags.rfm_score = rfm_segment(
-                _get(row, "recency_days"), _get(row, "orders_365d"), _get(row, "spend_365d"), edges
-            )
-            stamp = _get(row, "_features_ts")
-            tags.features_timestamp = _as_datetime(stamp) if stamp is not None else None
-            out.append(tags)
+                    row[name] = {"probability": scores[k], "tier": tiers[k], "reasons": reasons[k]}
+            churn = row.get("churn")
+            row["lifecycle_stage"] = lifecycle_stage(recency[k], tenure[k], churn["tier"] if churn else None)
+            row["rfm_segment"], row["rfm_score"] = rfm_segment(recency[k], orders[k], spend[k], edges)
+            row["features_timestamp"] = _as_datetime(stamps[k])
+            rows.append(row)
             k += 1
+        out = _TAGS.validate_python(rows)
         logger.debug(
             "tagged %d customers in %.1f ms", len(customer_ids), 1000 * (time.perf_counter() - started)
         )
@@ -246,30 +287,31 @@ class Tagger:
     def tags_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """The same tags as flat columns, one row per known customer (for bulk export)."""
         known, results, _ = self._score(customer_ids)
+        n_known = len(known["customer_id"])
         out = pd.DataFrame({"customer_id": known["customer_id"]})
-        for name, res in results.items():
+        for name, (scores, tiers, reasons) in results.items():
             prefix = "value" if name == "clv" else name
-            out[f"{prefix}_{'predicted' if name == 'clv' else 'probability'}"] = res.score.to_numpy()
-            out[f"{prefix}_tier"] = res.tier.to_numpy()
-            out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in reasons) for reasons in res.reasons]
+            out[f"{prefix}_{'predicted' if name == 'clv' else 'probability'}"] = scores
+            out[f"{prefix}_tier"] = np.asarray(tiers, dtype=object)
+            out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in items) for items in reasons]
             out[f"{prefix}_model_version"] = self.versions[name]
-        churn_tiers = results["churn"].tier.tolist() if "churn" in results else [None] * len(known)
+        churn_tiers = results["churn"][1] if "churn" in results else [None] * n_known
         get = {
-            c: known[c].tolist() if c in known else [None] * len(known)
+            c: _column(known, c, n_known)
             for c in ("recency_days", "tenure_days", "orders_365d", "spend_365d")
         }
         out["lifecycle_stage"] = [
-            lifecycle_stage(_nan_none(r), _nan_none(t), tier)
+            lifecycle_stage(r, t, tier)
             for r, t, tier in zip(get["recency_days"], get["tenure_days"], churn_tiers, strict=True)
         ]
         edges = self._rfm_edges()
         rfm = [
-            rfm_segment(_nan_none(r), _nan_none(f), _nan_none(m), edges)
+            rfm_segment(r, f, m, edges)
             for r, f, m in zip(get["recency_days"], get["orders_365d"], get["spend_365d"], strict=True)
         ]
         out["rfm_segment"] = [s for s, _ in rfm]
         out["rfm_score"] = [s for _, s in rfm]
-        out["features_timestamp"] = pd.to_datetime(known["_features_ts"], unit="s", utc=True)
+        out["features_timestamp"] = pd.to_datetime(pd.Series(known["_features_ts"]), unit="s", utc=True)
         return out
 
     # -- lookalike -------------------------------------------------------------------------------------
@@ -279,10 +321,79 @@ class Tagger:
         return self.lookalike.expand(request)
 
 
-def _get(row: pd.Series, name: str) -> Any:
-    if name not in row.index:
-        return None
-    return _nan_none(row[name])
+def freeze_startup_objects() -> None:
+    """Move everything allocated so far (models, Feast registry, imports) out of the garbage collector's
+    reach (``gc.freeze``), after one collection.
+
+    A loaded Tagger leaves ~400,000 long-lived container objects that every full collection would
+    traverse again; a 1,000-customer request allocates enough objects to trigger such collections,
+    which cost ~300 ms of a ~1 s request before freezing. Call once, after start-up; objects
+    allocated later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    logger.info("froze %d start-up objects out of the garbage collector", gc.get_freeze_count())
+
+
+def _column(columns: dict[str, np.ndarray], name: str, n: int) -> list[Any]:
+    """A column as Python values with NaN as None (all None when the models do not read it)."""
+    if name not in columns:
+        return [None] * n
+    return [_nan_none(v) for v in columns[name].tolist()]
+
+
+_NUMBER_KINDS = frozenset({"double_val", "float_val", "int64_val", "int32_val"})
+_SCALAR_KINDS = _NUMBER_KINDS | {"string_val", "bool_val"}
+
+
+def _column_array(values: Any) -> np.ndarray:
+    """One response column: float64 (NaN when missing) for numbers, else an object array.
+
+    The values are exactly what ``OnlineResponse.to_dict`` gives: scalars (the only types this repo's
+    feature views declare) are read straight off the protobuf ``Value`` (``None`` when unset); a
+    column holding any other kind goes through Feast's own converter. Integers become float64, as
+    pandas makes them once a value is missing; every consumer reads them through ``float()``.
+    """
+    kinds = [v.WhichOneof("val") for v in values]
+    present = set(kinds)
+    present.discard(None)
+    if present <= _SCALAR_KINDS:
+        column = [None if k is None else getattr(v, k) for v, k in zip(values, kinds, strict=True)]
+    else:
+        column = [feast_value_type_to_python_type(v) for v in values]
+    if present <= _NUMBER_KINDS:
+        return np.array(column, dtype="float64")
+    out = np.empty(len(column), dtype=object)
+    out[:] = column
+    return out
+
+
+def response_columns(
+    response: OnlineResponse, names: Sequence[str], stamp_features: Sequence[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Feast's online response as columns: ``(features, found, newest event timestamp)``.
+
+    ``features`` maps each of ``names`` to a float64 (numbers, NaN when missing) or object array;
+    ``found`` is True where any feature has a value (what ``to_dict`` + ``notna`` gives); timestamps
+    are epoch seconds, the newest over ``stamp_features`` (one feature per view: a view's features
+    share its timestamp).
+    """
+    proto = response.proto
+    index = {name: i for i, name in enumerate(proto.metadata.feature_names.val)}
+    columns: dict[str, np.ndarray] = {}
+    found: np.ndarray | None = None
+    for name in names:
+        column = _column_array(proto.results[index[name]].values)
+        present = pd.notna(column)
+        found = present if found is None else found | present
+        columns[name] = column
+    n = len(proto.results[0].values) if len(proto.results) else 0
+    stamps = np.zeros(n, dtype=np.int64)
+    for name in stamp_features:
+        seconds = np.fromiter((ts.seconds for ts in proto.results[index[name]].event_timestamps), np.int64)
+        if len(seconds) == n:
+            np.maximum(stamps, seconds, out=stamps)
+    return columns, (found if found is not None else np.zeros(n, dtype=bool)), stamps
 
 
 def _nan_none(value: Any) -> Any:
