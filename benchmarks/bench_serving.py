@@ -669,6 +669,8 @@ def verdict(ok: bool) -> str:
 
 
 def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
+    from serving.service import BATCH_MAX_LATENCY_MS
+
     m = parts["machine"]
     ws = parts["workspace"]
     lines = [
@@ -704,7 +706,7 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [
-        (tags, "Portrait `POST /v1/tags` (1 id, batchable, max_latency_ms=30)"),
+        (tags, f"Portrait `POST /v1/tags` (1 id, batchable, max_latency_ms={BATCH_MAX_LATENCY_MS:,})"),
         (echo, "trivial `POST /v1/echo` (1 string)"),
         (echo_b, "trivial `POST /v1/echo_batch` (1 string, batchable)"),
     ]
@@ -1023,7 +1025,7 @@ def main() -> None:
     parser.add_argument(
         "--variant-latency-ms",
         type=int,
-        default=1000,
+        default=0,
         help="Also serve Portrait with this /v1/tags max_latency_ms (benchmarks/portrait_variant.py); 0: off.",
     )
     parser.add_argument("--skip-export", action="store_true")

@@ -50,6 +50,13 @@ class ServiceState:
 
 
 service_state = ServiceState()
+OVERLOAD_MARKER = b"overloaded"
+"""What BentoML's 503 says when a request waited in the adaptive-batching queue past ``max_latency_ms``."""
+OVERLOADED = (
+    "overloaded: the request waited longer than the batching queue allows; retry after the Retry-After "
+    "delay or send fewer concurrent requests"
+)
+RETRY_AFTER_S = 1
 GET_ROUTES = ("/v1/models", "/v1/health")
 
 
@@ -75,7 +82,9 @@ def caller_of(headers: Mapping[str, str], settings: Settings) -> str:
     return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def _json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -84,6 +93,7 @@ async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
             ],
         }
     )
@@ -161,14 +171,25 @@ class PortraitMiddleware:
 
     @staticmethod
     def _rewrite_503(send: Send) -> Send:
+        """Give every 503 a JSON body with its reason: overload (retry soon) or not ready (why)."""
         held: dict[str, Any] = {}
 
         async def wrapped(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and message["status"] == 503:
-                held["start"] = message
+                held["start"], held["body"] = message, b""
                 return
             if "start" in held and message["type"] == "http.response.body":
+                held["body"] += message.get("body", b"")
                 if message.get("more_body"):
+                    return
+                if OVERLOAD_MARKER in held["body"]:
+                    # BentoML's batching queue refused the request: the service is up but saturated.
+                    await _json(
+                        send,
+                        503,
+                        {"error": "service overloaded", "reasons": [OVERLOADED]},
+                        headers=[(b"retry-after", str(RETRY_AFTER_S).encode())],
+                    )
                     return
                 await _json(send, 503, {"error": "service unavailable", "reasons": service_state.reasons()})
                 return

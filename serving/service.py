@@ -50,6 +50,15 @@ def _unavailable(message: str) -> bentoml.exceptions.ServiceUnavailable:
     return bentoml.exceptions.ServiceUnavailable(message)
 
 
+BATCH_MAX_LATENCY_MS = 10_000
+"""How long a ``/v1/tags`` call may wait in BentoML's adaptive-batching queue before a 503 "overloaded".
+
+BentoML refuses a queued call once its wait (plus the estimated time of the batch ahead) passes this bound,
+and a batch of 1,000 customers takes about 1 s here: at 30 ms most concurrent calls were refused (see
+benchmarks/RESULTS.md, Serving). Single calls are not delayed by it: the dispatcher only waits to fill a
+batch as long as its learned average wait."""
+
+
 @bentoml.service(
     name="portrait",
     traffic={"timeout": 60},
@@ -73,7 +82,9 @@ class Portrait:
         service_state.not_ready = reasons
         return not reasons
 
-    @bentoml.api(route="/v1/tags", batchable=True, max_batch_size=MAX_IDS, max_latency_ms=30)
+    @bentoml.api(
+        route="/v1/tags", batchable=True, max_batch_size=MAX_IDS, max_latency_ms=BATCH_MAX_LATENCY_MS
+    )
     def tags(
         self,
         customer_ids: Annotated[
