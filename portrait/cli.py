@@ -465,7 +465,8 @@ def demo(
         f"  curl -s -X POST {base}/v1/lookalike -H 'content-type: application/json' "
         '-d \'{"seed_ids": ["C0000001", "C0000002", "C0000003"], "size": 100}\'\n'
         f"  curl -s {base}/v1/models\n"
-        f"  open {base}/docs for the OpenAPI schema"
+        f"  open {base}/docs for the OpenAPI schema",
+        soft_wrap=True,  # one command per line, whatever the terminal width, so it can be copied
     )
     if serve_after:
         serve(host=None, port=None)
