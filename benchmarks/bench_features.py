@@ -425,15 +425,11 @@ def report(
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Features`` section of ``path`` (or append it; create the file if absent)."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip() + "\n\n" + text
-    path.write_text(updated.rstrip() + "\n")
+def write_section(text: str, path: Path = RESULTS, *, write: bool = True) -> None:
+    """Print the report and replace this benchmark's section of ``path`` (see :func:`results.publish`)."""
+    from results import publish
+
+    publish(text, "## Features", write=write, path=path)
 
 
 def main() -> None:
@@ -501,10 +497,7 @@ def main() -> None:
             shutil.rmtree(home, ignore_errors=True)
 
     text = report(args, host, rows, snapshot, timings, materialized)
-    print("\n" + text)
-    if not args.no_write:
-        write_section(text)
-        print(f"written to {RESULTS}")
+    write_section(text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import tempfile
 import threading
 import time
@@ -360,15 +359,11 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Lookalike`` section of ``path`` (or append it; create the file if absent)."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Lookalike\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip() + "\n\n" + text
-    path.write_text(updated.rstrip() + "\n")
+def write_section(text: str, path: Path = RESULTS, *, write: bool = True) -> None:
+    """Print the report and replace this benchmark's section of ``path`` (see :func:`results.publish`)."""
+    from results import publish
+
+    publish(text, "## Lookalike", write=write, path=path)
 
 
 # ---- main ------------------------------------------------------------------------------------------------
@@ -423,10 +418,7 @@ def main() -> None:
             print(f"\nOnline Retail:\n{parts['retail'][0].to_string(index=False)}")
 
     text = report(args, parts)
-    print("\n" + text)
-    if not args.no_write:
-        write_section(text)
-        print(f"written to {RESULTS}")
+    write_section(text, write=not args.no_write)
 
 
 if __name__ == "__main__":

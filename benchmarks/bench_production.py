@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import platform
-import re
 import resource
 import shutil
 import subprocess
@@ -497,15 +496,11 @@ def section(args: argparse.Namespace, fig: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Production profile`` section of ``path`` (or append it; create the file if absent)."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(r"^## Production profile\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip() + "\n\n" + text
-    path.write_text(updated.rstrip() + "\n")
+def write_section(text: str, path: Path = RESULTS, *, write: bool = True) -> None:
+    """Print the report and replace this benchmark's section of ``path`` (see :func:`results.publish`)."""
+    from results import publish
+
+    publish(text, "## Production profile", write=write, path=path)
 
 
 # ---- main ------------------------------------------------------------------------------------------------
@@ -628,11 +623,7 @@ def main() -> None:
     finally:
         if temp:
             temp.cleanup()
-    text = section(args, fig)
-    print(text)
-    if not args.no_write:
-        write_section(text)
-        print(f"written to {RESULTS}")
+    write_section(section(args, fig), write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -807,18 +807,11 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Serving`` section of ``path`` (or append it; create the file if absent).
+def write_section(text: str, path: Path = RESULTS, *, write: bool = True) -> None:
+    """Print the report and replace this benchmark's section of ``path`` (see :func:`results.publish`)."""
+    from results import publish
 
-    The file is re-read right before writing: other benchmarks write their own sections concurrently.
-    """
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip() + "\n\n" + text
-    path.write_text(updated.rstrip() + "\n")
+    publish(text, "## Serving", write=write, path=path)
 
 
 # ---- main ------------------------------------------------------------------------------------------------
@@ -1092,10 +1085,7 @@ def main() -> None:
 
 def finish(args: argparse.Namespace, parts: dict[str, Any]) -> None:
     text = report(args, parts)
-    print("\n" + text)
-    if not args.no_write:
-        write_section(text)
-        print(f"written to {RESULTS}")
+    write_section(text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import platform
-import re
 import resource
 import shutil
 import subprocess
@@ -734,15 +733,11 @@ def _scale_lines(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace the ``## Training`` section of ``path`` (or append it; create the file if absent)."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip() + "\n\n" + text
-    path.write_text(updated.rstrip() + "\n")
+def write_section(text: str, path: Path = RESULTS, *, write: bool = True) -> None:
+    """Print the report and replace this benchmark's section of ``path`` (see :func:`results.publish`)."""
+    from results import publish
+
+    publish(text, "## Training", write=write, path=path)
 
 
 def main() -> None:
@@ -781,10 +776,7 @@ def main() -> None:
         if not args.keep and args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
     text = report(args, host, results, time.perf_counter() - started)
-    print("\n" + text)
-    if not args.no_write:
-        write_section(text)
-        print(f"written to {RESULTS}")
+    write_section(text, write=not args.no_write)
 
 
 if __name__ == "__main__":
