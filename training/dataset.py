@@ -2,8 +2,9 @@
 
 The split follows :mod:`training.splits`: ``train`` is every training snapshot's rows of the customers not
 held out, ``validation`` the held-out customers' rows at the same snapshots (never fitted on) and ``test``
-everyone at the out-of-time test snapshot. :attr:`TrainingSet.recent_validation` (the held-out customers
-at the latest training snapshot) is what calibration and tiers are fitted on.
+everyone at the out-of-time test snapshot. :attr:`TrainingSet.calibration_validation` (the held-out
+customers at the calibration snapshot: the same season a year before the test, else the latest training
+snapshot) is what calibration is fitted on.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ class TrainingSet:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}
 
     @property
-    def recent_validation(self) -> pd.DataFrame:
-        """Validation rows at the validation snapshot (the latest training snapshot), else all of them."""
-        recent = self.validation[self.validation.event_timestamp == pd.Timestamp(self.plan.validation)]
-        return recent.reset_index(drop=True) if len(recent) else self.validation
+    def calibration_validation(self) -> pd.DataFrame:
+        """Validation rows at the plan's calibration snapshot (see :mod:`training.splits`), else all."""
+        at = pd.Timestamp(self.plan.calibration_snapshot)
+        rows = self.validation[self.validation.event_timestamp == at]
+        return rows.reset_index(drop=True) if len(rows) else self.validation
 
 
 def holdout_mask(customer_ids: pd.Series, share: float) -> np.ndarray:

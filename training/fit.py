@@ -4,9 +4,10 @@
    early-stops on ``ts.validation`` (held-out customers, see :mod:`training.splits`), unpromising trials
    are pruned. Classifiers are selected on validation AUC, regressors on validation Poisson deviance
    (a proper score for an expected value, comparable across Tweedie powers).
-2. **Calibration**, on the held-out customers at the latest training snapshot
-   (:attr:`~training.dataset.TrainingSet.recent_validation`), scored by the best trial's booster, which
-   has never seen them:
+2. **Calibration**, on the held-out customers at the calibration snapshot
+   (:attr:`~training.dataset.TrainingSet.calibration_validation`: the same season a year before the test
+   snapshot, else the latest training snapshot), scored by the best trial's booster, which has never
+   seen them:
 
    * classifiers: Platt scaling of the log-odds (:class:`portrait.model.PlattCalibrator`);
    * regressors (log link): one factor ``k`` so that the predicted total equals the actual total. It is
@@ -152,8 +153,8 @@ def tier_thresholds(scores: np.ndarray, spec: TierSpec) -> Tiers:
 
 
 def calibration_rows(ts: TrainingSet) -> pd.DataFrame:
-    """The rows calibration is fitted on: the recent validation rows, or all of them when too few."""
-    recent = ts.recent_validation
+    """The rows calibration is fitted on: the calibration snapshot's validation rows, or all when too few."""
+    recent = ts.calibration_validation
     if len(recent) >= MIN_CALIBRATION_ROWS and recent.label.nunique() > 1:
         return recent
     return ts.validation

@@ -11,9 +11,14 @@ With horizon ``h`` and step ``s``:
   :func:`training.dataset.holdout_mask`) held out of fitting at every training snapshot. Because the label
   windows of snapshots less than ``h`` apart overlap, validating on other snapshots of the *same*
   customers would leak their future purchases from the training labels into the validation labels (early
-  stopping and model selection then favour over-fitted models); disjoint customers cannot leak. The
-  held-out customers at ``T_val``, the snapshot closest to the time of scoring, calibrate the model
-  (probability calibration, value-total calibration, tier thresholds).
+  stopping and model selection then favour over-fitted models); disjoint customers cannot leak. Tier
+  thresholds come from the scores at ``T_val``, the snapshot closest to the time of scoring.
+* **calibration** (probabilities and value totals) is fitted on the held-out customers of the training
+  snapshot one year before ``T_test`` (the closest within half a step), when there is one: label windows
+  in the same season as the test window, so annual seasonality in base rates (a churn window that ends
+  before Christmas against one that ends in October) does not shift the probabilities. Without a year of
+  labelled history it falls back to ``T_val``. The season matched is the test snapshot's, the time every
+  reported metric is measured at; the registered model then serves from ``T_test + h`` on.
 
 Defaults: monthly snapshots over a year (``n_train=12``, ``step_days=30``), so the training rows cover
 every season once when the history allows; snapshots with less than ``min_history_days`` of history
@@ -29,6 +34,8 @@ DEFAULT_STEP_DAYS = 30
 DEFAULT_N_TRAIN = 12
 DEFAULT_MIN_HISTORY_DAYS = 60
 VALIDATION_SHARE = 0.2
+SEASON_DAYS = 365
+"""Calibrate on the snapshot this many days before the test snapshot (the same time of year), if any."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class SnapshotPlan:
     horizon_days: int
     notes: list[str] = field(default_factory=list)
     validation_share: float = VALIDATION_SHARE
+    calibration: datetime | None = None  # None: the validation snapshot
 
     @property
     def all(self) -> list[datetime]:
@@ -53,7 +61,13 @@ class SnapshotPlan:
             "test": self.test.isoformat(),
             "horizon_days": self.horizon_days,
             "validation_share": self.validation_share,
+            "calibration": self.calibration_snapshot.isoformat(),
         }
+
+    @property
+    def calibration_snapshot(self) -> datetime:
+        """Where probabilities and value totals are calibrated (see the module docstring)."""
+        return self.calibration or self.validation
 
 
 def floor_day(t: datetime) -> datetime:
@@ -71,6 +85,7 @@ def plan_snapshots(
     min_history_days: int = DEFAULT_MIN_HISTORY_DAYS,
     test_at: datetime | None = None,
     validation_share: float = VALIDATION_SHARE,
+    season_days: int | None = SEASON_DAYS,
 ) -> SnapshotPlan:
     """Choose training / validation / test snapshots inside ``[start + min_history, end - horizon]``.
 
@@ -102,6 +117,11 @@ def plan_snapshots(
             "history too short for more than one training snapshot: training and validation customers "
             f"come from {validation:%Y-%m-%d} only"
         )
+    calibration = None
+    if season_days:
+        same_season = test - timedelta(days=season_days)
+        near = [t for t in train if abs(t - same_season) <= timedelta(days=step_days / 2)]
+        calibration = min(near, key=lambda t: abs(t - same_season)) if near else None
     return SnapshotPlan(
         train=sorted(train),
         validation=validation,
@@ -109,4 +129,5 @@ def plan_snapshots(
         horizon_days=horizon_days,
         notes=notes,
         validation_share=validation_share,
+        calibration=calibration,
     )

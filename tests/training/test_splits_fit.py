@@ -24,8 +24,14 @@ def test_plan_trains_up_to_the_validation_snapshot():
     assert plan.validation == max(plan.train) == plan.test - timedelta(days=90)
     assert len(plan.train) == 12
     assert all(t + timedelta(days=90) <= plan.test for t in plan.train)
+    # Calibration in the test's season: the training snapshot closest to a year before the test.
+    assert plan.calibration in plan.train
+    assert abs(plan.test - timedelta(days=365) - plan.calibration) <= timedelta(days=15)
+    assert plan.as_dict()["calibration"] == plan.calibration.isoformat()
+    assert plan_snapshots(start, end, 90, season_days=None).calibration_snapshot == plan.validation
     short = plan_snapshots(start, datetime(2022, 9, 1, tzinfo=UTC), 90)
     assert short.train == [short.validation] and short.notes
+    assert short.calibration is None and short.calibration_snapshot == short.validation  # < a year of labels
     with pytest.raises(ValueError, match="validation_share"):
         plan_snapshots(start, end, 90, validation_share=1.0)
 
@@ -45,7 +51,7 @@ def test_validation_customers_never_train(synth_settings):
     assert not set(ts.train.customer_id) & set(ts.validation.customer_id)
     snapshots = set(pd.to_datetime(plan.train, utc=True))
     assert set(ts.train.event_timestamp) <= snapshots and set(ts.validation.event_timestamp) <= snapshots
-    assert (ts.recent_validation.event_timestamp == pd.Timestamp(plan.validation)).all()
+    assert (ts.calibration_validation.event_timestamp == pd.Timestamp(plan.calibration_snapshot)).all()
     assert 0.1 < len(ts.validation) / (len(ts.train) + len(ts.validation)) < 0.3
 
 
