@@ -168,30 +168,12 @@ class TagModel(mlflow.pyfunc.PythonModel):
         ``frame`` is a DataFrame or a mapping of column name -> 1-D array (what serving builds from
         Feast's online response, without a DataFrame's per-call overhead).
         """
-        if not isinstance(frame, pd.DataFrame):
-            return self._matrix_from_columns(frame)
-        missing = [f for f in self.features if f not in frame.columns]
-        if missing:
-            raise KeyError(f"{self.name}: missing feature columns {missing}")
-        numeric = [f for f in self.features if f not in self.categories]
-        x = np.empty((len(frame), len(self.features)))
-        positions = {f: i for i, f in enumerate(self.features)}
-        if numeric:
-            block = frame[numeric]
-            try:
-                values = block.to_numpy(dtype="float64", na_value=np.nan)
-            except (TypeError, ValueError):
-                values = block.apply(pd.to_numeric, errors="coerce").to_numpy(
-                    dtype="float64", na_value=np.nan
-                )
-            x[:, [positions[f] for f in numeric]] = values
-        for name, cats in self.categories.items():
-            codes = pd.Categorical(frame[name], categories=cats).codes.astype("float64")
-            codes[codes < 0] = np.nan
-            x[:, positions[name]] = codes
-        return x
-
-    def _matrix_from_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        # One conversion for training (DataFrames) and serving (columns), so the two cannot drift apart.
+        columns = (
+            {f: frame[f].to_numpy() for f in self.features if f in frame}
+            if isinstance(frame, pd.DataFrame)
+            else frame
+        )
         missing = [f for f in self.features if f not in columns]
         if missing:
             raise KeyError(f"{self.name}: missing feature columns {missing}")

@@ -56,7 +56,7 @@ SEARCH_ROWS = 200_000
 """Default cap on the training rows the hyper-parameter search fits on (a random sample beyond it)."""
 THREADS_ENV = "PORTRAIT_TRAIN_THREADS"
 MIN_CALIBRATION_ROWS = 200
-"""Fewer recent validation rows than this: calibrate on all validation rows instead."""
+"""Fewer validation rows at the calibration snapshot than this: calibrate on all validation rows instead."""
 TOTAL_FACTOR_BOUNDS = (0.2, 5.0)
 """A value-total calibration factor outside these bounds is clipped (and logged): it signals a broken
 fit or an unrepresentative validation sample rather than drift worth correcting."""
