@@ -356,9 +356,20 @@ def serve(
 ) -> None:
     """Start the HTTP service (BentoML) on the champion models and the online store."""
     import os
+    import socket
     import sys
 
     settings = _settings()
+    host, port = host or settings.host, port or settings.port
+    with socket.socket() as probe:  # BentoML would fail on a busy port with a bare traceback
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise _fail(
+                f"cannot listen on {host}:{port} ({exc.strerror}): stop what uses it, or choose another "
+                "port with --port or PORTRAIT_PORT",
+                EXIT_UNAVAILABLE,
+            ) from None
     os.environ["PORTRAIT_HOME"] = str(settings.home)
     args = [
         sys.executable,
@@ -367,11 +378,11 @@ def serve(
         "serve",
         "serving.service:Portrait",
         "--host",
-        host or settings.host,
+        host,
         "--port",
-        str(port or settings.port),
+        str(port),
     ]
-    console.print(f"serving on http://{host or settings.host}:{port or settings.port} (Ctrl-C to stop)")
+    console.print(f"serving on http://{host}:{port} (Ctrl-C to stop)")
     os.execv(sys.executable, args)
 
 
