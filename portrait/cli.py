@@ -205,15 +205,23 @@ def features_materialize(
     end: Annotated[str | None, typer.Option(help="End (YYYY-MM-DD); default now.")] = None,
 ) -> None:
     """Load the newest feature rows into the online store (incremental by default)."""
+    from rich.progress import Progress
+
     from features.store import materialize
 
-    result = materialize(
-        _settings(),
-        start=_parse_day(start) if start else None,
-        end=_parse_day(end) if end else None,
-        incremental=not full,
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("pre-computing serving vectors", total=None)
+        result = materialize(
+            _settings(),
+            start=_parse_day(start) if start else None,
+            end=_parse_day(end) if end else None,
+            incremental=not full,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    console.print(
+        f"materialized ({result['mode']}) {result['views']} up to {result['end']:%Y-%m-%d %H:%M}; "
+        f"{result['vectors']:,} serving vectors pre-computed"
     )
-    console.print(f"materialized ({result['mode']}) {result['views']} up to {result['end']:%Y-%m-%d %H:%M}")
 
 
 # ------------------------------------------------------------------------------------------ training

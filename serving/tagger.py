@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 from feast.online_response import OnlineResponse
+from feast.protos.feast.core.PrecomputedFeatureVector_pb2 import PrecomputedFeatureVector
 from feast.type_map import feast_value_type_to_python_type
 from mlflow.exceptions import MlflowException
 from pydantic import TypeAdapter
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 TAG_MODELS = ("churn", "conversion", "clv")
 ALL_MODELS = (*TAG_MODELS, "lookalike")
 _TAGS = TypeAdapter(list[CustomerTags])
+SIGNATURE_TTL_S = 5.0
+"""How long the registry's materialization signature is trusted before it is read again."""
 HEADLINE_METRICS = (
     "test_auc",
     "test_average_precision",
@@ -80,6 +83,12 @@ class Tagger:
         self.store_error: str | None = None
         self.store: FeatureStore | None = None
         self._refs: list[str] = []
+        self._names: list[str] = []  # the refs' feature names (unique across views)
+        self._view_firsts: list[str] = []  # one feature per view: a view's features share its timestamp
+        self._vector_index: list[int] | None = None  # each ref's position in the pre-computed vectors
+        self._vector_names: list[str] = []  # what the vectors must hold, in order
+        self._signature: tuple[str, float] | None = None
+        self._stale_warned = ""
         self._load_models()
         try:
             self._open_store()
@@ -92,7 +101,7 @@ class Tagger:
             if self.store is None:
                 self.store = fs.feature_store(self.settings)
             if self.models and not self._refs:
-                self._refs = self._feature_refs(self.store)
+                self._resolve_features(self.store)
         except BackendUnavailable as exc:
             self.store_error = f"feature registry unavailable: {exc}"
             raise Unavailable(self.store_error) from exc
@@ -133,8 +142,9 @@ class Tagger:
                 self.models[name] = model
             logger.info("loaded %s v%s", name, mv.version)
 
-    def _feature_refs(self, store: FeatureStore) -> list[str]:
-        """The union of the tag models' FeatureServices, fetched in one online read."""
+    def _resolve_features(self, store: FeatureStore) -> None:
+        """The union of the tag models' FeatureServices (fetched in one online read) and, when the
+        serving service covers them, where each sits in its pre-computed vectors."""
         refs: list[str] = []
         for model in self.models.values():
             service = store.get_feature_service(model.feature_service)
@@ -143,7 +153,31 @@ class Tagger:
                     ref = f"{projection.name_to_use()}:{feature.name}"
                     if ref not in refs:
                         refs.append(ref)
-        return refs
+        self._names = [r.split(":", 1)[1] for r in refs]
+        firsts: dict[str, str] = {}
+        for ref in refs:
+            view, name = ref.split(":", 1)
+            firsts.setdefault(view, name)
+        self._view_firsts = list(firsts.values())
+        try:
+            serving = store.get_feature_service(fs.SERVING_SERVICE)
+        except Exception:  # noqa: BLE001 - a registry applied before the service existed
+            logger.info("no %s service registered: reading the feature views", fs.SERVING_SERVICE)
+        else:
+            position = {
+                f"{p.name_to_use()}:{f.name}": i
+                for i, (p, f) in enumerate(
+                    (p, f) for p in serving.feature_view_projections for f in p.features
+                )
+            }
+            if all(r in position for r in refs):
+                self._vector_index = [position[r] for r in refs]
+                self._vector_names = [
+                    f"{p.name_to_use()}__{f.name}"
+                    for p in serving.feature_view_projections
+                    for f in p.features
+                ]
+        self._refs = refs
 
     @property
     def versions(self) -> dict[str, str]:
@@ -176,11 +210,7 @@ class Tagger:
     # -- tags ----------------------------------------------------------------------------------------
     def _online_read(self, customer_ids: Sequence[str]) -> OnlineResponse:
         """One Feast ``get_online_features`` call for the union of the models' FeatureServices."""
-        if not self.models:
-            raise Unavailable(
-                "; ".join(self.load_errors.get(n, "") for n in TAG_MODELS) or "no tag model loaded"
-            )
-        store = self._open_store()
+        store = self._ready_store()
         try:
             response = store.get_online_features(
                 features=self._refs, entity_rows={"customer_id": list(customer_ids)}
@@ -191,6 +221,13 @@ class Tagger:
         self.store_error = None
         return response
 
+    def _ready_store(self) -> FeatureStore:
+        if not self.models:
+            raise Unavailable(
+                "; ".join(self.load_errors.get(n, "") for n in TAG_MODELS) or "no tag model loaded"
+            )
+        return self._open_store()
+
     def online_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """Feast's online response as a frame (``OnlineResponse.to_dict`` with event timestamps)."""
         return pd.DataFrame(self._online_read(customer_ids).to_dict(include_event_timestamps=True))
@@ -200,36 +237,114 @@ class Tagger:
     ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, list[str], list[Any]]], np.ndarray]:
         """Online features of the known customers and each model's ``(scores, tiers, reasons)``.
 
-        The response's columns are converted straight from Feast's protobuf response (the same values
-        ``OnlineResponse.to_dict`` gives, see :func:`response_columns`), event timestamps only once per
-        feature view; unknown customers are dropped before any per-row work, and no DataFrame is built.
+        Unknown customers are dropped before any per-row work, and no DataFrame is built.
         """
-        known, found = self.known_frame(customer_ids, self._online_read(customer_ids))
+        known, found = self.read_known(customer_ids)
         n_known = len(known["customer_id"])
         results = (
             {name: model.explain_columns(known) for name, model in self.models.items()} if n_known else {}
         )
         return known, results, found
 
-    def known_frame(
-        self, customer_ids: Sequence[str], response: OnlineResponse
-    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The known customers' columns (features, ``customer_id``, ``_features_ts``) and the found mask."""
-        names = [r.split(":", 1)[1] for r in self._refs]
-        columns, found, stamps = response_columns(response, names, self._view_features())
+    def read_known(self, customer_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The known customers' columns (features, ``customer_id``, ``_features_ts``) and the found mask.
+
+        Reads the pre-computed vectors of :data:`features.store.SERVING_SERVICE` (one value per customer)
+        and, for customers without a usable vector, Feast's per-view read; both give the same values.
+        """
+        self._ready_store()
+        read = self._read_vectors(customer_ids)
+        if read is None:
+            columns, found, stamps = self._read_views(customer_ids)
+        else:
+            columns, found, stamps = read
+            missing = np.flatnonzero(~found)
+            if len(missing):
+                more, more_found, more_stamps = self._read_views([customer_ids[i] for i in missing])
+                for name, column in columns.items():
+                    if column.dtype != more[name].dtype:
+                        columns[name] = column = column.astype(object)
+                    column[missing] = more[name]
+                found[missing] = more_found
+                stamps[missing] = more_stamps
         keep = np.flatnonzero(found)
         known: dict[str, np.ndarray] = {"customer_id": np.asarray(customer_ids, dtype=object)[keep]}
         known.update({name: col[keep] for name, col in columns.items()})
         known["_features_ts"] = stamps[keep]
         return known, found
 
-    def _view_features(self) -> list[str]:
-        """One requested feature per feature view (all of a view's features share its timestamp)."""
-        firsts: dict[str, str] = {}
-        for ref in self._refs:
-            view, name = ref.split(":", 1)
-            firsts.setdefault(view, name)
-        return list(firsts.values())
+    def _read_views(
+        self, customer_ids: Sequence[str]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Feast ``get_online_features`` over the feature views, as columns."""
+        return response_columns(self._online_read(customer_ids), self._names, self._view_firsts)
+
+    def _read_vectors(
+        self, customer_ids: Sequence[str]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None:
+        """The customers' pre-computed vectors as columns (``found`` False where a customer has none), or
+        None when the vectors cannot be trusted (none written, or written for another materialization)."""
+        if self._vector_index is None or self.store is None:
+            return None
+        store = self.store
+        online = store._get_provider().online_store  # noqa: SLF001 - Feast has no public accessor for it
+        keys = [fs.entity_key(fs.SIGNATURE_ID), *(fs.entity_key(c) for c in customer_ids)]
+        blobs = online.read_precomputed_vectors(store.config, fs.SERVING_SERVICE, store.project, keys)
+        if not self._vectors_current(blobs[0]):
+            return None
+        n = len(customer_ids)
+        found = np.zeros(n, dtype=bool)
+        stamps = np.zeros(n, dtype=np.int64)
+        rows: list[Any] = []
+        where: list[int] = []
+        for i, blob in enumerate(blobs[1:]):
+            if blob is None:
+                continue
+            vector = PrecomputedFeatureVector.FromString(blob)
+            if not rows and (
+                list(vector.feature_names) != self._vector_names
+                or len(vector.values) != len(self._vector_names)
+            ):
+                self._warn_stale(f"vectors hold other features than {fs.SERVING_SERVICE} (re-applied views)")
+                return None
+            rows.append(list(vector.values))
+            where.append(i)
+            stamps[i] = max((t.event_timestamp.seconds for t in vector.fv_timestamps), default=0)
+        found[where] = True
+        by_feature = list(zip(*rows, strict=True)) if rows else []
+        columns: dict[str, np.ndarray] = {}
+        for name, j in zip(self._names, self._vector_index, strict=True):
+            values = _column_array(by_feature[j]) if rows else np.empty(0)
+            column = np.full(n, None, dtype=object) if values.dtype == object else np.full(n, np.nan)
+            column[where] = values
+            columns[name] = column
+        return columns, found, stamps
+
+    def _vectors_current(self, marker: bytes | None) -> bool:
+        """The vectors reflect what the registry says was materialized (checked at most every few seconds)."""
+        if marker is None:
+            return False
+        now = time.monotonic()
+        if self._signature is None or now - self._signature[1] > SIGNATURE_TTL_S:
+            assert self.store is not None
+            service = self.store.get_feature_service(fs.SERVING_SERVICE, allow_cache=True)
+            self._signature = (fs.materialization_signature(self.store, service), now)
+        written = PrecomputedFeatureVector.FromString(marker).values[0].string_val
+        if written != self._signature[0]:
+            self._warn_stale(
+                f"vectors from another materialization ({written}; registry: {self._signature[0]})"
+            )
+            return False
+        return True
+
+    def _warn_stale(self, why: str) -> None:
+        if why != self._stale_warned:
+            logger.warning(
+                "not using the pre-computed vectors: %s; reading the feature views until "
+                "`portrait features materialize` rebuilds them",
+                why,
+            )
+            self._stale_warned = why
 
     def _rfm_edges(self) -> dict[str, list[float]]:
         return next(

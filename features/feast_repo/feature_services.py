@@ -17,6 +17,12 @@ MODEL_SERVICES: dict[str, str] = {
     "lookalike": "lookalike_v1",
 }
 
+TAG_MODELS = ("churn", "conversion", "clv")
+SERVING_SERVICE = "tags_v1"
+"""What ``/v1/tags`` reads: every feature of the tag models' services (a test checks it covers them).
+``features.store.precompute_vectors`` keeps one Feast ``PrecomputedFeatureVector`` of it per customer, so a
+request reads one value per customer instead of one per feature."""
+
 # Declared attributes are left out of the lookalike representation: audiences should be similar in
 # behaviour, not in demographics.
 LOOKALIKE_PROFILE_FEATURES = ["tenure_days"]
@@ -37,8 +43,17 @@ def feature_services(views: list[FeatureView]) -> list[FeatureService]:
             owner=OWNER,
             tags={"model": model},
         )
-        for model in ("churn", "conversion", "clv")
+        for model in TAG_MODELS
     ]
+    services.append(
+        FeatureService(
+            name=SERVING_SERVICE,
+            features=everything,
+            description="The tag models' features together, read by /v1/tags as one pre-computed vector.",
+            owner=OWNER,
+            tags={"serves": ",".join(TAG_MODELS)},
+        )
+    )
     services.append(
         FeatureService(
             name=MODEL_SERVICES["lookalike"],

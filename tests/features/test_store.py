@@ -32,7 +32,7 @@ def _same(a, b) -> bool:
 def test_registry_has_one_service_per_model(built):
     _, store = built
     names = {s.name for s in store.list_feature_services()}
-    assert names == {"churn_v1", "conversion_v1", "clv_v1", "lookalike_v1"}
+    assert names == {"churn_v1", "conversion_v1", "clv_v1", "lookalike_v1", fs.SERVING_SERVICE}
     assert {v.name for v in store.list_feature_views()} == {
         "customer_profile",
         "customer_transactions",

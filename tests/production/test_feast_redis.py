@@ -59,7 +59,13 @@ def test_redis_online_features_equal_sqlite(prod_home, servers, pg_database, key
     client = redis.Redis.from_url(servers.redis_url)
     keys = sum(1 for _ in client.scan_iter(match=f"*portrait_{key_prefix}".encode(), count=1000))
     client.close()
-    assert keys == len(set(customers))
+    assert keys == len(set(customers)) + 1  # + the entity recording the serving vectors' materialization
+    # Every customer's serving vector is in Redis too (written by fs.materialize, read by /v1/tags).
+    store = stores["production"]
+    blobs = store._get_provider().online_store.read_precomputed_vectors(  # noqa: SLF001
+        store.config, fs.SERVING_SERVICE, store.project, [fs.entity_key(c) for c in ids]
+    )
+    assert [b is not None for b in blobs] == [True] * (len(ids) - 1) + [False]
     engine = sa.create_engine(pg_database)
     with engine.connect() as conn:
         services = conn.execute(
@@ -67,7 +73,7 @@ def test_redis_online_features_equal_sqlite(prod_home, servers, pg_database, key
             {"p": prod.feast_project_name},
         ).scalar_one()
     engine.dispose()
-    assert services == len(MODEL_SERVICES)
+    assert services == len(MODEL_SERVICES) + 1  # + the serving service
 
 
 def test_projects_are_isolated_in_shared_servers(prod_home, servers, pg_database, key_prefix):

@@ -41,6 +41,7 @@ def test_tagger_survives_redis_outage(prod_home, pg_database, key_prefix, privat
 
     tagger = Tagger(settings)
     assert "churn" in tagger.models
+    assert tagger._read_vectors(ids) is not None  # noqa: SLF001 - `before` comes from the serving vectors
     before = tagger.tags(ids)
     assert all(t.found and t.churn is not None for t in before)
     assert _store_reasons(tagger) == []
