@@ -19,11 +19,11 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import bentoml
-from bentoml.validators import ContentType
-from pydantic import Field
+from _bentoml_sdk.io_models import IORootModel  # BentoML's base of list outputs (no public alias)
+from pydantic import Field, TypeAdapter
 
 from portrait.lookalike import ExpansionRequest, LookalikeError
 from portrait.settings import get_settings
@@ -51,9 +51,27 @@ def _unavailable(message: str) -> bentoml.exceptions.ServiceUnavailable:
     return bentoml.exceptions.ServiceUnavailable(message)
 
 
-JSON_LIST = ContentType("application/json")
-"""Declared on list-returning APIs: without it BentoML rebuilds the list's JSON schema on every response
-just to find its media type (~3 ms per single-customer ``/v1/tags`` call, more than the scoring itself)."""
+_TAGS_JSON = TypeAdapter(list[CustomerTags])
+
+
+class TagsOutput(IORootModel[list[CustomerTags]]):
+    """``/v1/tags``' output: BentoML's list output with two costs removed (same JSON, same OpenAPI schema).
+
+    * The media type is declared: otherwise BentoML rebuilds the list's JSON schema on every response just
+      to find it (~3 ms per single-customer call, more than the scoring itself).
+    * pydantic's own JSON encoder writes the body: BentoML's base class dumps the list to Python objects
+      twice and runs ``json.dumps`` (~45 ms of a 1,000-customer response).
+    """
+
+    media_type: ClassVar[str | None] = "application/json"
+
+    def model_dump(self, **kwargs: Any) -> Any:
+        # BentoML calls model_dump() only to check whether an output is already str/bytes.
+        return self.root if not kwargs else super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        return _TAGS_JSON.dump_json(self.root).decode()
+
 
 BATCH_MAX_LATENCY_MS = 10_000
 """How long a ``/v1/tags`` call may wait in BentoML's adaptive-batching queue before a 503 "overloaded".
@@ -88,7 +106,11 @@ class Portrait:
         return not reasons
 
     @bentoml.api(
-        route="/v1/tags", batchable=True, max_batch_size=MAX_IDS, max_latency_ms=BATCH_MAX_LATENCY_MS
+        route="/v1/tags",
+        batchable=True,
+        max_batch_size=MAX_IDS,
+        max_latency_ms=BATCH_MAX_LATENCY_MS,
+        output_spec=TagsOutput,
     )
     def tags(
         self,
@@ -96,7 +118,7 @@ class Portrait:
             list[CustomerId],
             Field(min_length=1, max_length=MAX_IDS, description=f"1 to {MAX_IDS:,} customer ids."),
         ],
-    ) -> Annotated[list[CustomerTags], JSON_LIST]:
+    ) -> list[CustomerTags]:
         """Churn risk, purchase propensity, predicted value, lifecycle stage and RFM segment, with reasons.
 
         Unknown customers come back with ``found: false`` and an ``error``; the rest of the request is
