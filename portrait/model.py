@@ -22,6 +22,8 @@ from scipy import sparse
 from portrait.reasons import describe
 
 Kind = Literal["classifier", "regressor"]
+SMALL_BATCH = 8
+"""Up to this many rows, contributions are gathered densely (cheaper than building a sparse matrix)."""
 Frame = pd.DataFrame | Mapping[str, Any]  # a DataFrame, or column name -> 1-D array of equal lengths
 
 
@@ -226,14 +228,17 @@ class TagModel(mlflow.pyfunc.PythonModel):
         leaves = self.booster.predict(x, pred_leaf=True, num_threads=1).astype(np.int64)
         n, n_trees = leaves.shape
         n_leaves, n_feat = table.shape[1], table.shape[2]
+        out = np.empty((n, n_feat + 1))
+        out[:, n_feat] = self.paths.bias
+        if n <= SMALL_BATCH:  # a few rows: gather their leaves' rows and add (no sparse matrix to build)
+            out[:, :n_feat] = table[np.arange(n_trees)[None, :], leaves].sum(axis=1)
+            return out
         # One-hot (row, tree's leaf) matrix times the per-leaf contribution table: a sparse-dense
         # product in C, summing each row's trees in tree order.
         columns = (leaves + np.arange(n_trees, dtype=np.int64)[None, :] * n_leaves).ravel()
         indptr = np.arange(0, n * n_trees + 1, n_trees, dtype=np.int64)
         hits = sparse.csr_matrix((np.ones(n * n_trees), columns, indptr), shape=(n, n_trees * n_leaves))
-        out = np.empty((n, n_feat + 1))
         out[:, :n_feat] = hits @ table.reshape(n_trees * n_leaves, n_feat)
-        out[:, n_feat] = self.paths.bias
         return out
 
     def shap_contributions(self, x: np.ndarray) -> np.ndarray:

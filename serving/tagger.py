@@ -87,6 +87,7 @@ class Tagger:
         self._view_firsts: list[str] = []  # one feature per view: a view's features share its timestamp
         self._vector_index: list[int] | None = None  # each ref's position in the pre-computed vectors
         self._vector_names: list[str] = []  # what the vectors must hold, in order
+        self._vector_view = fs.vector_view()
         self._signature: tuple[str, float] | None = None
         self._stale_warned = ""
         self._load_models()
@@ -286,10 +287,12 @@ class Tagger:
         None when the vectors cannot be trusted (none written, or written for another materialization)."""
         if self._vector_index is None or self.store is None:
             return None
-        store = self.store
-        online = store._get_provider().online_store  # noqa: SLF001 - Feast has no public accessor for it
         keys = [fs.entity_key(fs.SIGNATURE_ID), *(fs.entity_key(c) for c in customer_ids)]
-        blobs = online.read_precomputed_vectors(store.config, fs.SERVING_SERVICE, store.project, keys)
+        try:
+            blobs = fs.read_vectors(self.store, keys, self._vector_view)
+        except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
+            self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
+            raise Unavailable(self.store_error) from exc
         if not self._vectors_current(blobs[0]):
             return None
         n = len(customer_ids)

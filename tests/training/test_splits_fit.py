@@ -69,3 +69,24 @@ def test_scale_log_link_multiplies_predictions_and_keeps_contributions():
     assert np.allclose(np.exp(after.sum(axis=1)), scaled.predict(x))
     assert total_factor(np.array([2.0, 4.0]), np.array([1.0, 2.0])) == 2.0
     assert total_factor(np.array([100.0]), np.array([1.0])) == 5.0  # clipped
+
+
+def test_contributions_sum_to_the_raw_score_for_any_batch_size():
+    from portrait.model import SMALL_BATCH, PlattCalibrator, TagModel, Tiers
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 4))
+    y = (x[:, 0] + 0.5 * x[:, 1] * x[:, 2] + rng.normal(size=3000) > 0).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_leaves": 15}, lgb.Dataset(x, y), num_boost_round=40
+    )
+    model = TagModel(
+        name="t", kind="classifier", booster_text=booster.model_to_string(), features=["a", "b", "c", "d"],
+        categories={}, tiers=Tiers([0.5], ["high"], "low"), calibrator=PlattCalibrator(1.0, 0.0),
+    )  # fmt: skip
+    rows = x[:50]
+    batch = model.contributions(rows)  # the sparse path
+    assert np.allclose(batch.sum(axis=1), booster.predict(rows, raw_score=True), atol=1e-9)
+    small = np.vstack([model.contributions(rows[i : i + SMALL_BATCH]) for i in range(0, 50, SMALL_BATCH)])
+    np.testing.assert_allclose(small, batch, rtol=1e-12, atol=1e-12)  # the dense path, same numbers
+    assert np.abs(batch[:, :4]).sum(axis=0)[0] > np.abs(batch[:, :4]).sum(axis=0)[3]  # x0 matters, x3 not
