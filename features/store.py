@@ -14,6 +14,7 @@ Training reads point-in-time frames with :func:`historical_features` and serving
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,12 +166,20 @@ def materialize(
     else:
         store.materialize(start_date=first - timedelta(seconds=1), end_date=end, feature_views=views)
         mode = "full"
+    started = time.perf_counter()
     vectors = (
         precompute_vectors(settings, store, progress=progress)
         if SERVING_SERVICE in _service_names(store)
         else 0
     )
-    return {"mode": mode, "views": views, "start": first, "end": end, "vectors": vectors}
+    return {
+        "mode": mode,
+        "views": views,
+        "start": first,
+        "end": end,
+        "vectors": vectors,
+        "vectors_seconds": time.perf_counter() - started,
+    }
 
 
 # ---- pre-computed serving vectors ------------------------------------------------------------------------
