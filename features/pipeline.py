@@ -11,8 +11,8 @@ label that starts at ``T``. The output has one table per feature view (see ``fea
 * ``customer_profile``       -- tenure and declared attributes;
 * ``customer_transactions``  -- RFM over 7/30/90/365 days, order value, inter-purchase time, returns,
   category diversity and trends;
-* ``customer_behaviour``     -- recency of activity, sessions, event counts by type, funnel rates and
-  campaign response.
+* ``customer_behaviour``     -- recency of activity, lifetime activity and the activity expected since the
+  last event at the customer's own pace, sessions, event counts by type, funnel rates and campaign response.
 
 Each table has ``customer_id``, ``event_timestamp`` (= the snapshot ``T``) and ``created_timestamp``.
 
@@ -236,10 +236,13 @@ def behaviour_features(
     reads only the rows it needs (all history for recency, 90 or 30 days for the rest), so no large
     intermediate table is shared between them.
     """
-    # Over all history: the last event and the last add-to-cart (their ages are taken after aggregating).
+    # Over all history: the first and last event, the event count and the last add-to-cart (their ages are
+    # taken after aggregating). One scan and one aggregation, as for the last event alone.
     history = _before(events.select("customer_id", "ts", "event_type"), snaps)
     last_seen = history.group_by(KEYS).aggregate(
         last_event_ts=history.ts.max(),
+        first_event_ts=history.ts.min(),
+        events_lifetime=history.count(),
         last_cart_ts=history.ts.max(where=history.event_type == "add_to_cart"),
     )
 
@@ -312,11 +315,19 @@ def behaviour_features(
     )
     # Customers whose events are all older than the windows: zero counts, as for the others.
     counts = {c: joined[c].fill_null(0) for c in [*aggs, "sessions_7d", "sessions_30d"]}
+    since_last = _days_between(joined.snapshot_ts, joined.last_event_ts)
+    since_first = _days_between(joined.snapshot_ts, joined.first_event_ts)
     return joined.select(
         "customer_id",
         "snapshot_ts",
-        days_since_last_event=_days_between(joined.snapshot_ts, joined.last_event_ts),
+        days_since_last_event=since_last,
         days_since_last_cart=_days_between(joined.snapshot_ts, joined.last_cart_ts),
+        first_event_days=since_first,
+        events_lifetime=joined.events_lifetime,
+        # The events the customer's own pace (lifetime events per day since the first) would have produced
+        # since the last one: the silence measured against the customer's own rate, the quantity behind a
+        # BTYD P(alive). At most events_lifetime, since the last event is no older than the first.
+        expected_events_missed=_safe_ratio(joined.events_lifetime * since_last, since_first),
         events_30d=counts["events_30d"],
         sessions_7d=counts["sessions_7d"],
         sessions_30d=counts["sessions_30d"],
@@ -362,11 +373,11 @@ def feature_expressions(
         c: 0 for c in tx.columns if c.startswith(("orders_", "spend_", "categories_"))
     }
     bh = behaviour_features(events, transactions, snaps, orders)
-    # Customers without events: counts are 0, recency and rates stay null.
+    # Customers without events: counts are 0, recency, rates and the expected events missed stay null.
     bh_zero: dict[str, object] = {
         c: 0
         for c in bh.columns
-        if c.endswith(("_30d", "_90d", "_7d")) and "rate" not in c and "response" not in c
+        if c.endswith(("_30d", "_90d", "_7d", "_lifetime")) and "rate" not in c and "response" not in c
     }
     return {
         "customer_profile": profile_features(customers, snaps),

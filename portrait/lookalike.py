@@ -640,8 +640,11 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             logit[lo : lo + len(v)] = v @ w_lin + np.square(v, out=squares[: len(v)]) @ w_sq
         logit += b
         logit[excluded] = -np.inf
-        order = _rank(_round(logit), size)
-        scores = _round(1.0 / (1.0 + np.exp(-logit[order])))
+        # Rank and score on the same rounded logits: customers tied on the rounded logit (ranked by id)
+        # then get equal scores, never a later one 1e-6 above an earlier one.
+        rounded = _round(logit)
+        order = _rank(rounded, size)
+        scores = _round(1.0 / (1.0 + np.exp(-rounded[order])))
         return order, scores
 
     # -- the pyfunc interface ------------------------------------------------------------------------------

@@ -24,8 +24,9 @@ DESCRIPTIONS = {
     "customer_profile": "Tenure and declared attributes (region, gender, age band, acquisition channel).",
     "customer_transactions": "Recency, frequency and monetary value over 7/30/90/365 days, order value, "
     "inter-purchase time, returns, category diversity and 30-day trends.",
-    "customer_behaviour": "Activity recency, sessions, event counts by type, view-to-cart and "
-    "cart-to-purchase rates and campaign response.",
+    "customer_behaviour": "Activity recency, lifetime events and the events expected since the last one at "
+    "the customer's own pace, sessions, event counts by type, view-to-cart and cart-to-purchase rates and "
+    "campaign response.",
 }
 
 

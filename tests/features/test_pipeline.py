@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from features.pipeline import compute_features_frame
-from tests.conftest import TINY_EVENTS, TINY_SNAPSHOT, TINY_TRANSACTIONS, _ev, _tx, write_table
+from tests.conftest import (
+    TINY_CUSTOMERS,
+    TINY_EVENTS,
+    TINY_SNAPSHOT,
+    TINY_TRANSACTIONS,
+    _ev,
+    _tx,
+    write_table,
+)
 
 
 def _row(frame: pd.DataFrame, cid: str) -> pd.Series:
@@ -91,3 +99,36 @@ def test_multiple_snapshots_are_independent(tiny_clean):
     )
     # D (signed up 07-01, bought 07-02) appears at the later snapshot only.
     assert "D" in set(both[both.snapshot_ts == both.snapshot_ts.max()].customer_id)
+
+
+def test_lifetime_activity_and_expected_events_missed(tiny_clean):
+    """Lifetime events, days since the first event and the events expected since the last one at the
+    customer's own pace, from rows strictly before the snapshot only."""
+    late = [
+        _ev("A", "2024-06-01", "view", "late", hour=0),  # exactly at the snapshot: not before it
+        _ev("A", "2024-06-02", "view", "late"),
+        _ev("C", "2024-06-05", "app_open", "late"),
+    ]
+    customers = [*TINY_CUSTOMERS, {"customer_id": "E", "signup_ts": TINY_SNAPSHOT - timedelta(days=30)}]
+    write_table(tiny_clean.clean_dir / "customers.parquet", "customers", customers)
+    write_table(tiny_clean.clean_dir / "events.parquet", "events", [*TINY_EVENTS, *late])
+    bh = compute_features_frame(tiny_clean.clean_dir, [TINY_SNAPSHOT])["customer_behaviour"]
+
+    # A: 05-20 12:00, then two events on 05-25 11:00; the snapshot is 06-01 00:00.
+    a = _row(bh, "A")
+    assert a.events_lifetime == 3
+    assert a.first_event_days == pytest.approx(11.5)
+    assert a.days_since_last_event == pytest.approx(6 + 13 / 24)
+    assert a.expected_events_missed == pytest.approx(3 * (6 + 13 / 24) / 11.5)
+    # B: a single event 151.5 days ago: its own pace expected exactly that one event since.
+    b = _row(bh, "B")
+    assert b.events_lifetime == 1 and b.first_event_days == pytest.approx(151.5)
+    assert b.expected_events_missed == pytest.approx(1.0)
+    # C: three events on 05-30 12:00, one on 05-31 12:00 (the one after the snapshot does not count).
+    c = _row(bh, "C")
+    assert c.events_lifetime == 4 and c.first_event_days == pytest.approx(1.5)
+    assert c.expected_events_missed == pytest.approx(4 * 0.5 / 1.5)
+    # E: no events at all: a zero count, the span and the expected events missed unknown.
+    e = _row(bh, "E")
+    assert e.events_lifetime == 0
+    assert math.isnan(e.first_event_days) and math.isnan(e.expected_events_missed)

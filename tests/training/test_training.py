@@ -121,6 +121,11 @@ def test_behaviour_purchases_stop_raises_churn(synth_settings, churn_champion):
     gap = 60.0
     after["recency_days"] = after["recency_days"] + gap
     after["days_since_last_event"] = after["days_since_last_event"].fillna(0) + gap
+    # The same silence against the customer's own pace (null without events, as before).
+    after["first_event_days"] = after["first_event_days"] + gap
+    after["expected_events_missed"] = (
+        after["events_lifetime"] * after["days_since_last_event"] / after["first_event_days"]
+    )
     for col in ("orders_7d", "orders_30d", "spend_7d", "spend_30d"):
         after[col] = 0
     p0, p1 = model.score(before), model.score(after)
