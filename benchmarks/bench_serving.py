@@ -681,9 +681,9 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         f"`python benchmarks/bench_serving.py --customers {args.customers} --trials {args.trials} "
         f"--requests {args.requests} --concurrency {args.concurrency}` on {parts['date']}: nproc {m['nproc']}, "
         f"RAM {m['ram_gib']:.0f} GiB, Python {m['python']}; 1/5/15-min load average **{m['load']}** at start, "
-        f"{parts['load_end']} at the end. The machine is shared with other agents' jobs (load well above "
-        "its 2 cores), so absolute latencies are inflated and noisy; the comparisons below come from "
-        "requests interleaved one by one in the same run, and the load generator runs on the same 2 cores.",
+        f"{parts['load_end']} at the end. The machine is shared with other jobs, so absolute latencies are "
+        "noisy; the comparisons below come from requests interleaved one by one in the same run, and the "
+        "load generator runs on the same 2 cores.",
         "",
     ]
     built = "reused" if ws.get("reused") else "built in " + f"{sum(ws.get('steps', {}).values()):.0f} s"
