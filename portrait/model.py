@@ -256,11 +256,18 @@ class TagModel(mlflow.pyfunc.PythonModel):
         scores, tiers, reasons = self.explain_columns(frame, top_k)
         return pd.DataFrame({"score": scores, "tier": tiers, "reasons": reasons})
 
+    def matrix_key(self) -> tuple[Any, ...]:
+        """Equal for models whose :meth:`matrix` of the same frame is equal (same features, same codes)."""
+        return (tuple(self.features), tuple((k, tuple(v)) for k, v in sorted(self.categories.items())))
+
     def explain_columns(
-        self, frame: Frame, top_k: int = 3
+        self, frame: Frame, top_k: int = 3, x: np.ndarray | None = None
     ) -> tuple[np.ndarray, list[str], list[list[dict[str, Any]]]]:
-        """:meth:`explain` as ``(scores, tiers, reasons)``, without building a DataFrame."""
-        x = self.matrix(frame)
+        """:meth:`explain` as ``(scores, tiers, reasons)``, without building a DataFrame.
+
+        ``x`` is :meth:`matrix` of ``frame`` when the caller already has it (models sharing a matrix).
+        """
+        x = self.matrix(frame) if x is None else x
         contrib = self.contributions(x)
         raw = contrib.sum(axis=1)
         if self.kind == "classifier":

@@ -242,9 +242,13 @@ class Tagger:
         """
         known, found = self.read_known(customer_ids)
         n_known = len(known["customer_id"])
-        results = (
-            {name: model.explain_columns(known) for name, model in self.models.items()} if n_known else {}
-        )
+        results = {}
+        matrices: dict[Any, np.ndarray] = {}  # models with the same features and codes share one matrix
+        for name, model in self.models.items() if n_known else ():
+            key = model.matrix_key()
+            if key not in matrices:
+                matrices[key] = model.matrix(known)
+            results[name] = model.explain_columns(known, x=matrices[key])
         return known, results, found
 
     def read_known(self, customer_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -316,8 +320,12 @@ class Tagger:
         found[where] = True
         by_feature = list(zip(*rows, strict=True)) if rows else []
         columns: dict[str, np.ndarray] = {}
+        everyone = len(where) == n  # the usual case: no padding for unknown customers
         for name, j in zip(self._names, self._vector_index, strict=True):
             values = _column_array(by_feature[j]) if rows else np.empty(0)
+            if everyone:
+                columns[name] = values
+                continue
             column = np.full(n, None, dtype=object) if values.dtype == object else np.full(n, np.nan)
             column[where] = values
             columns[name] = column
