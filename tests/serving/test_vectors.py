@@ -117,3 +117,18 @@ def test_vectors_of_another_feature_list_are_not_trusted(copied):
     tagger = Tagger(copied)
     assert tagger._read_vectors(["C0000001"]) is None  # noqa: SLF001
     _same_columns(tagger.read_known(["C0000001"])[0], _per_view(tagger, ["C0000001"])[0])
+
+
+def test_cli_materialize_rebuilds_the_vectors(copied, monkeypatch):
+    from typer.testing import CliRunner
+
+    from portrait.cli import app
+
+    store = fs.feature_store(copied)
+    store.materialize_incremental(end_date=SNAPSHOT + timedelta(days=2))  # plain Feast: vectors go stale
+    assert Tagger(copied)._read_vectors(IDS) is None  # noqa: SLF001
+    monkeypatch.setenv("PORTRAIT_HOME", str(copied.home))
+    result = CliRunner().invoke(app, ["features", "materialize", "--end", "2025-01-04"])
+    assert result.exit_code == 0, result.output
+    assert "2,500 serving vectors pre-computed" in result.output
+    assert Tagger(copied)._read_vectors(IDS) is not None  # noqa: SLF001 - current again
