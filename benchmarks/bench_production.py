@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
+from features.feast_repo.feature_services import TAG_MODELS  # noqa: E402
 from portrait.settings import Settings  # noqa: E402
 
 logger = logging.getLogger("bench_production")
@@ -57,7 +58,6 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 END = datetime(2025, 1, 1, tzinfo=UTC)
 SNAPSHOT = END + timedelta(days=1)
 VIEWS = ("customer_profile", "customer_transactions", "customer_behaviour")
-TAG_MODELS = ("churn", "conversion", "clv")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

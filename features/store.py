@@ -187,7 +187,8 @@ def materialize(
 # Feast (>= 0.62) can keep one serialized ``PrecomputedFeatureVector`` per entity and FeatureService, stored
 # as the single Bytes feature ``vector`` of a synthetic view ``__precomputed__<service>`` (see
 # ``OnlineStore.write_precomputed_vector`` / ``read_precomputed_vectors``). Reading 1,000 customers' vectors
-# costs one value per customer instead of one per feature (44x fewer rows, timestamps and protobuf parses).
+# costs one value per customer instead of one per feature (that many times fewer rows, timestamps and
+# protobuf parses).
 # Feast's own ``FeatureStore.precompute_feature_service`` only scans Redis and writes one entity per call,
 # so the vectors are written here, in batches, in Feast's format, after every materialization. A sentinel
 # entity records which materialization the vectors were built from; a reader that finds another one (a
@@ -227,6 +228,18 @@ def read_vectors(
         values[VECTOR_FEATURE].bytes_val if values and values[VECTOR_FEATURE].HasField("bytes_val") else None
         for _, values in rows
     ]
+
+
+def vector_names(service: FeatureService) -> list[str]:
+    """The feature names a service's vectors hold, in order (Feast's ``<view>__<feature>`` convention)."""
+    return [f"{p.name_to_use()}__{f.name}" for p in service.feature_view_projections for f in p.features]
+
+
+def _vector_row(
+    key: EntityKeyProto, vector: PrecomputedFeatureVector, written: datetime
+) -> tuple[EntityKeyProto, dict[str, ValueProto], datetime, None]:
+    """One row of the vector view for ``online_write_batch``."""
+    return key, {VECTOR_FEATURE: ValueProto(bytes_val=vector.SerializeToString())}, written, None
 
 
 def entity_key(customer_id: str) -> EntityKeyProto:
@@ -282,7 +295,7 @@ def precompute_vectors(
         (store.get_feature_view(p.name), p.name_to_use(), [f.name for f in p.features])
         for p in service.feature_view_projections
     ]
-    names = [f"{view_name}__{feature}" for _, view_name, features in views for feature in features]
+    names = vector_names(service)
     ids = list(customer_ids) if customer_ids is not None else feature_table_ids(settings)
     written = 0
     for lo in range(0, len(ids), batch_size):
@@ -291,6 +304,7 @@ def precompute_vectors(
         rows = [online.online_read(config, view, keys, list(features)) for view, _, features in views]
         now = Timestamp()
         now.GetCurrentTime()
+        written_at = now.ToDatetime(UTC)
         batch = []
         for i, key in enumerate(keys):
             values: list[ValueProto] = []
@@ -307,14 +321,7 @@ def precompute_vectors(
             vector = PrecomputedFeatureVector(
                 feature_names=names, values=values, fv_timestamps=stamps, precomputed_at=now
             )
-            batch.append(
-                (
-                    key,
-                    {VECTOR_FEATURE: ValueProto(bytes_val=vector.SerializeToString())},
-                    now.ToDatetime(UTC),
-                    None,
-                )
-            )
+            batch.append(_vector_row(key, vector, written_at))
         online.online_write_batch(config, target, batch, progress=None)
         written += len(batch)
         if progress is not None:
@@ -323,17 +330,7 @@ def precompute_vectors(
         feature_names=["materialization"], values=[ValueProto(string_val=signature)]
     )
     online.online_write_batch(
-        config,
-        target,
-        [
-            (
-                entity_key(SIGNATURE_ID),
-                {VECTOR_FEATURE: ValueProto(bytes_val=marker.SerializeToString())},
-                datetime.now(UTC),
-                None,
-            )
-        ],
-        progress=None,
+        config, target, [_vector_row(entity_key(SIGNATURE_ID), marker, datetime.now(UTC))], progress=None
     )
     logger.info("pre-computed %d vectors of %s (%s)", written, service_name, signature)
     return written

@@ -161,6 +161,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         state["_booster"] = None
         state["_paths"] = None
         state.pop("_codes", None)
+        state.pop("_matrix_key", None)
         return state
 
     @property
@@ -266,7 +267,11 @@ class TagModel(mlflow.pyfunc.PythonModel):
 
     def matrix_key(self) -> tuple[Any, ...]:
         """Equal for models whose :meth:`matrix` of the same frame is equal (same features, same codes)."""
-        return (tuple(self.features), tuple((k, tuple(v)) for k, v in sorted(self.categories.items())))
+        key = self.__dict__.get("_matrix_key")
+        if key is None:
+            categories = tuple((k, tuple(v)) for k, v in sorted(self.categories.items()))
+            key = self.__dict__["_matrix_key"] = (tuple(self.features), categories)
+        return key
 
     def explain_columns(
         self, frame: Frame, top_k: int = 3, x: np.ndarray | None = None

@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import TypeAdapter
 
 from features import store as fs
+from features.feast_repo.feature_services import TAG_MODELS
 from portrait.backends import BackendUnavailable
 from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.lookalike import ExpansionRequest, ExpansionResult, LookalikeModel
@@ -35,7 +36,6 @@ from serving.schemas import CustomerTags, ModelInfo
 
 logger = logging.getLogger(__name__)
 
-TAG_MODELS = ("churn", "conversion", "clv")
 ALL_MODELS = (*TAG_MODELS, "lookalike")
 _TAGS = TypeAdapter(list[CustomerTags])
 SIGNATURE_TTL_S = 5.0
@@ -165,19 +165,11 @@ class Tagger:
         except Exception:  # noqa: BLE001 - a registry applied before the service existed
             logger.info("no %s service registered: reading the feature views", fs.SERVING_SERVICE)
         else:
-            position = {
-                f"{p.name_to_use()}:{f.name}": i
-                for i, (p, f) in enumerate(
-                    (p, f) for p in serving.feature_view_projections for f in p.features
-                )
-            }
+            names = fs.vector_names(serving)
+            position = {name.replace("__", ":", 1): i for i, name in enumerate(names)}
             if all(r in position for r in refs):
                 self._vector_index = [position[r] for r in refs]
-                self._vector_names = [
-                    f"{p.name_to_use()}__{f.name}"
-                    for p in serving.feature_view_projections
-                    for f in p.features
-                ]
+                self._vector_names = names
         self._refs = refs
 
     @property
