@@ -14,11 +14,14 @@ Training reads point-in-time frames with :func:`historical_features` and serving
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -190,14 +193,79 @@ def materialize(
 # costs one value per customer instead of one per feature (that many times fewer rows, timestamps and
 # protobuf parses).
 # Feast's own ``FeatureStore.precompute_feature_service`` only scans Redis and writes one entity per call,
-# so the vectors are written here, in batches, in Feast's format, after every materialization. A sentinel
-# entity records which materialization the vectors were built from; a reader that finds another one (a
-# ``feast materialize`` run outside Portrait, an interrupted precompute) must not trust them.
+# so the vectors are written here, in batches, after every materialization, through the same view and
+# message. Their values are packed (:class:`VectorLayout`): every numeric feature in one float64 block,
+# the rest as one Feast ``Value`` each, and the feature names once, in a sentinel entity that also records
+# which materialization the vectors were built from. A reader that finds another materialization (a
+# ``feast materialize`` run outside Portrait, an interrupted precompute) or another layout does not trust
+# them.
 
 VECTOR_FEATURE = "vector"
 VECTOR_BATCH = 2_000
 SIGNATURE_ID = "__portrait_vectors__"
-"""The entity whose vector holds the materialization signature (no customer id can be empty or start so)."""
+"""The entity whose vector holds the layout and the materialization signature (no customer id can be empty or
+start so)."""
+VECTOR_FORMAT = "portrait-packed-f64/1"
+"""Bumped whenever the packing changes: vectors written in another format are not trusted."""
+_NUMERIC_TYPES = frozenset({"Int32", "Int64", "Float32", "Float64"})
+
+
+@dataclass(frozen=True)
+class VectorLayout:
+    """How a service's pre-computed vectors hold its features.
+
+    A customer's ``PrecomputedFeatureVector`` has ``values[0].bytes_val`` = the numeric features, in
+    :attr:`numeric` order, as little-endian float64 (NaN where the online store has no value; integers as
+    floats, as a DataFrame of the per-view read holds them), then one Feast ``Value`` per :attr:`other`
+    feature, and its views' ``fv_timestamps``; no feature names (they are in the sentinel). Decoding 1,000
+    customers is then one ``numpy.frombuffer`` instead of ~47,000 protobuf value reads.
+    """
+
+    numeric: tuple[str, ...]  # Feast's ``<view>__<feature>`` names
+    other: tuple[str, ...]
+
+    @classmethod
+    def of(cls, service: FeatureService) -> VectorLayout:
+        numeric: list[str] = []
+        other: list[str] = []
+        for projection in service.feature_view_projections:
+            for feature in projection.features:
+                name = f"{projection.name_to_use()}__{feature.name}"
+                (numeric if str(feature.dtype) in _NUMERIC_TYPES else other).append(name)
+        return cls(tuple(numeric), tuple(other))
+
+    @property
+    def names(self) -> list[str]:
+        """Every feature, in vector order (numeric first)."""
+        return [*self.numeric, *self.other]
+
+    def marker(self, signature: str) -> PrecomputedFeatureVector:
+        """The sentinel's vector: the format, the layout and the materialization signature."""
+        return PrecomputedFeatureVector(
+            feature_names=self.names,
+            values=[
+                ValueProto(string_val=VECTOR_FORMAT),
+                ValueProto(string_val=signature),
+                ValueProto(int64_val=len(self.numeric)),
+            ],
+        )
+
+    def signature_of(self, marker: PrecomputedFeatureVector) -> str | None:
+        """The signature a sentinel records, or None when it describes another format or layout."""
+        values = marker.values
+        if (
+            len(values) != 3
+            or values[0].string_val != VECTOR_FORMAT
+            or values[2].int64_val != len(self.numeric)
+            or list(marker.feature_names) != self.names
+        ):
+            return None
+        return values[1].string_val
+
+    def pack(self, numbers: Sequence[ValueProto], others: list[ValueProto]) -> list[ValueProto]:
+        """A customer's ``values``: its numeric Feast values packed, then the others as they are."""
+        floats = [math.nan if (k := v.WhichOneof("val")) is None else getattr(v, k) for v in numbers]
+        return [ValueProto(bytes_val=np.asarray(floats, dtype="<f8").tobytes()), *others]
 
 
 def _service_names(store: FeatureStore) -> set[str]:
@@ -228,11 +296,6 @@ def read_vectors(
         values[VECTOR_FEATURE].bytes_val if values and values[VECTOR_FEATURE].HasField("bytes_val") else None
         for _, values in rows
     ]
-
-
-def vector_names(service: FeatureService) -> list[str]:
-    """The feature names a service's vectors hold, in order (Feast's ``<view>__<feature>`` convention)."""
-    return [f"{p.name_to_use()}__{f.name}" for p in service.feature_view_projections for f in p.features]
 
 
 def _vector_row(
@@ -280,9 +343,10 @@ def precompute_vectors(
     """Write the service's pre-computed vector of every customer from the online store; returns how many.
 
     Reads each view of the service with ``OnlineStore.online_read`` (what ``get_online_features`` reads) and
-    writes ``PrecomputedFeatureVector`` blobs exactly as Feast's ``precompute_feature_service`` builds them,
-    then the signature of the materialization they reflect (last, so a partial run is never trusted).
-    Customers without any online row get no vector (they are unknown to serving either way).
+    writes one ``PrecomputedFeatureVector`` per customer in the service's :class:`VectorLayout`. The sentinel
+    is first overwritten with a marker no reader trusts and written last with the layout and the signature of
+    the materialization the vectors reflect, so a partial run is never trusted. Customers without any online
+    row get no vector (they are unknown to serving either way).
     """
     store = store or feature_store(settings)
     service = store.get_feature_service(service_name)
@@ -290,18 +354,27 @@ def precompute_vectors(
     config = store.config
     target = vector_view(service_name)
     online.update(config, [], [target], [], [], partial=True)  # SQLite: create the table; Redis: nothing
+    sentinel = entity_key(SIGNATURE_ID)
+    pending = PrecomputedFeatureVector(values=[ValueProto(string_val="writing")])
+    online.online_write_batch(
+        config, target, [_vector_row(sentinel, pending, datetime.now(UTC))], progress=None
+    )
     signature = materialization_signature(store, service, allow_cache=False)
-    views = [
-        (store.get_feature_view(p.name), p.name_to_use(), [f.name for f in p.features])
-        for p in service.feature_view_projections
-    ]
-    names = vector_names(service)
+    layout = VectorLayout.of(service)
+    numeric = set(layout.numeric)
+    views = []  # (view, name in vectors, its features, which of them are numeric)
+    for p in service.feature_view_projections:
+        features = [f.name for f in p.features]
+        kinds = [f"{p.name_to_use()}__{f}" in numeric for f in features]
+        views.append((store.get_feature_view(p.name), p.name_to_use(), features, kinds))
+    # Where each feature of the views' concatenation goes: the numeric block or the other values.
+    order = [k for *_, kinds in views for k in kinds]
     ids = list(customer_ids) if customer_ids is not None else feature_table_ids(settings)
     written = 0
     for lo in range(0, len(ids), batch_size):
         keys = [entity_key(cid) for cid in ids[lo : lo + batch_size]]
         # A copy of the feature list each time: Redis' online_read appends its timestamp field to it.
-        rows = [online.online_read(config, view, keys, list(features)) for view, _, features in views]
+        rows = [online.online_read(config, view, keys, list(features)) for view, _, features, _ in views]
         now = Timestamp()
         now.GetCurrentTime()
         written_at = now.ToDatetime(UTC)
@@ -309,7 +382,7 @@ def precompute_vectors(
         for i, key in enumerate(keys):
             values: list[ValueProto] = []
             stamps: list[FeatureViewTimestamp] = []
-            for (_, view_name, features), view_rows in zip(views, rows, strict=True):
+            for (_, view_name, features, _), view_rows in zip(views, rows, strict=True):
                 ts, found = view_rows[i]
                 if ts is not None:
                     stamp = Timestamp()
@@ -318,19 +391,18 @@ def precompute_vectors(
                 values += [found[f] if found and f in found else ValueProto() for f in features]
             if not stamps:
                 continue
+            numbers = [v for v, is_number in zip(values, order, strict=True) if is_number]
+            others = [v for v, is_number in zip(values, order, strict=True) if not is_number]
             vector = PrecomputedFeatureVector(
-                feature_names=names, values=values, fv_timestamps=stamps, precomputed_at=now
+                values=layout.pack(numbers, others), fv_timestamps=stamps, precomputed_at=now
             )
             batch.append(_vector_row(key, vector, written_at))
         online.online_write_batch(config, target, batch, progress=None)
         written += len(batch)
         if progress is not None:
             progress(min(lo + batch_size, len(ids)), len(ids))
-    marker = PrecomputedFeatureVector(
-        feature_names=["materialization"], values=[ValueProto(string_val=signature)]
-    )
     online.online_write_batch(
-        config, target, [_vector_row(entity_key(SIGNATURE_ID), marker, datetime.now(UTC))], progress=None
+        config, target, [_vector_row(sentinel, layout.marker(signature), datetime.now(UTC))], progress=None
     )
     logger.info("pre-computed %d vectors of %s (%s)", written, service_name, signature)
     return written

@@ -86,7 +86,8 @@ class Tagger:
         self._names: list[str] = []  # the refs' feature names (unique across views)
         self._view_firsts: list[str] = []  # one feature per view: a view's features share its timestamp
         self._vector_index: list[int] | None = None  # each ref's position in the pre-computed vectors
-        self._vector_names: list[str] = []  # what the vectors must hold, in order
+        self._layout: fs.VectorLayout | None = None  # how the vectors hold them
+        self._trusted_marker: bytes | None = None  # the sentinel last found current
         self._vector_view = fs.vector_view()
         self._signature: tuple[str, float] | None = None
         self._stale_warned = ""
@@ -165,11 +166,11 @@ class Tagger:
         except Exception:  # noqa: BLE001 - a registry applied before the service existed
             logger.info("no %s service registered: reading the feature views", fs.SERVING_SERVICE)
         else:
-            names = fs.vector_names(serving)
-            position = {name.replace("__", ":", 1): i for i, name in enumerate(names)}
+            layout = fs.VectorLayout.of(serving)
+            position = {name.replace("__", ":", 1): i for i, name in enumerate(layout.names)}
             if all(r in position for r in refs):
                 self._vector_index = [position[r] for r in refs]
-                self._vector_names = names
+                self._layout = layout
         self._refs = refs
 
     @property
@@ -280,8 +281,10 @@ class Tagger:
         self, customer_ids: Sequence[str]
     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None:
         """The customers' pre-computed vectors as columns (``found`` False where a customer has none), or
-        None when the vectors cannot be trusted (none written, or written for another materialization)."""
-        if self._vector_index is None or self.store is None:
+        None when the vectors cannot be trusted (none written, or written for another materialization or
+        layout). See :class:`features.store.VectorLayout` for how they are packed."""
+        layout = self._layout
+        if self._vector_index is None or layout is None or self.store is None:
             return None
         keys = [fs.entity_key(fs.SIGNATURE_ID), *(fs.entity_key(c) for c in customer_ids)]
         try:
@@ -289,32 +292,30 @@ class Tagger:
         except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
             self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
             raise Unavailable(self.store_error) from exc
-        if not self._vectors_current(blobs[0]):
+        if not self._vectors_current(blobs[0], layout):
             return None
         n = len(customer_ids)
+        where = [i for i, blob in enumerate(blobs[1:]) if blob is not None]
+        vectors = [PrecomputedFeatureVector.FromString(blobs[i + 1]) for i in where]
+        n_numeric = len(layout.numeric)
+        packed = b"".join([v.values[0].bytes_val for v in vectors])
+        if len(packed) != 8 * n_numeric * len(vectors) or (
+            vectors and len(vectors[0].values) != 1 + len(layout.other)
+        ):
+            self._warn_stale(f"vectors do not match the layout of {fs.SERVING_SERVICE}")
+            return None
+        block = np.frombuffer(packed, dtype="<f8").reshape(len(vectors), n_numeric)
+        others = [_column_array([v.values[1 + k] for v in vectors]) for k in range(len(layout.other))]
         found = np.zeros(n, dtype=bool)
-        stamps = np.zeros(n, dtype=np.int64)
-        rows: list[Any] = []
-        where: list[int] = []
-        for i, blob in enumerate(blobs[1:]):
-            if blob is None:
-                continue
-            vector = PrecomputedFeatureVector.FromString(blob)
-            if not rows and (
-                list(vector.feature_names) != self._vector_names
-                or len(vector.values) != len(self._vector_names)
-            ):
-                self._warn_stale(f"vectors hold other features than {fs.SERVING_SERVICE} (re-applied views)")
-                return None
-            rows.append(list(vector.values))
-            where.append(i)
-            stamps[i] = max((t.event_timestamp.seconds for t in vector.fv_timestamps), default=0)
         found[where] = True
-        by_feature = list(zip(*rows, strict=True)) if rows else []
-        columns: dict[str, np.ndarray] = {}
+        stamps = np.zeros(n, dtype=np.int64)
+        stamps[where] = [
+            max((t.event_timestamp.seconds for t in v.fv_timestamps), default=0) for v in vectors
+        ]
         everyone = len(where) == n  # the usual case: no padding for unknown customers
+        columns: dict[str, np.ndarray] = {}
         for name, j in zip(self._names, self._vector_index, strict=True):
-            values = _column_array(by_feature[j]) if rows else np.empty(0)
+            values = block[:, j] if j < n_numeric else others[j - n_numeric]
             if everyone:
                 columns[name] = values
                 continue
@@ -323,8 +324,9 @@ class Tagger:
             columns[name] = column
         return columns, found, stamps
 
-    def _vectors_current(self, marker: bytes | None) -> bool:
-        """The vectors reflect what the registry says was materialized (checked at most every few seconds)."""
+    def _vectors_current(self, marker: bytes | None, layout: fs.VectorLayout) -> bool:
+        """The vectors are in ``layout`` and reflect what the registry says was materialized (the registry is
+        read again at most every few seconds)."""
         if marker is None:
             return False
         now = time.monotonic()
@@ -332,12 +334,19 @@ class Tagger:
             assert self.store is not None
             service = self.store.get_feature_service(fs.SERVING_SERVICE, allow_cache=True)
             self._signature = (fs.materialization_signature(self.store, service), now)
-        written = PrecomputedFeatureVector.FromString(marker).values[0].string_val
+            self._trusted_marker = None
+        if marker == self._trusted_marker:
+            return True
+        written = layout.signature_of(PrecomputedFeatureVector.FromString(marker))
+        if written is None:
+            self._warn_stale(f"vectors in another format or feature layout than {fs.SERVING_SERVICE}")
+            return False
         if written != self._signature[0]:
             self._warn_stale(
                 f"vectors from another materialization ({written}; registry: {self._signature[0]})"
             )
             return False
+        self._trusted_marker = marker
         return True
 
     def _warn_stale(self, why: str) -> None:

@@ -97,26 +97,81 @@ def test_stale_vectors_are_not_trusted_until_rebuilt(copied):
     _same_columns(rebuilt.read_known(IDS)[0], known)
 
 
-def test_vectors_of_another_feature_list_are_not_trusted(copied):
-    from feast.protos.feast.core.PrecomputedFeatureVector_pb2 import PrecomputedFeatureVector
+def _write_vector(settings: Settings, customer_id: str, vector) -> None:
     from feast.protos.feast.types.Value_pb2 import Value
 
-    store = fs.feature_store(copied)
+    store = fs.feature_store(settings)
     online = store._get_provider().online_store  # noqa: SLF001
-    (blob,) = online.read_precomputed_vectors(
-        store.config, fs.SERVING_SERVICE, store.project, [fs.entity_key("C0000001")]
-    )
-    vector = PrecomputedFeatureVector.FromString(blob)
-    shuffled = PrecomputedFeatureVector(
-        feature_names=list(reversed(vector.feature_names)), values=list(reversed(vector.values))
-    )
-    row = {fs.VECTOR_FEATURE: Value(bytes_val=shuffled.SerializeToString())}
+    row = {fs.VECTOR_FEATURE: Value(bytes_val=vector.SerializeToString())}
     online.online_write_batch(
-        store.config, fs.vector_view(), [(fs.entity_key("C0000001"), row, SNAPSHOT, None)], progress=None
+        store.config, fs.vector_view(), [(fs.entity_key(customer_id), row, SNAPSHOT, None)], progress=None
     )
+
+
+def _vector(settings: Settings, customer_id: str):
+    from feast.protos.feast.core.PrecomputedFeatureVector_pb2 import PrecomputedFeatureVector
+
+    store = fs.feature_store(settings)
+    (blob,) = fs.read_vectors(store, [fs.entity_key(customer_id)])
+    return PrecomputedFeatureVector.FromString(blob)
+
+
+def test_vectors_are_packed_in_the_layout_of_the_serving_service(copied):
+    store = fs.feature_store(copied)
+    layout = fs.VectorLayout.of(store.get_feature_service(fs.SERVING_SERVICE))
+    assert (
+        "customer_profile__region" in layout.other and "customer_transactions__recency_days" in layout.numeric
+    )
+    vector = _vector(copied, "C0000001")
+    assert not vector.feature_names  # the names are in the sentinel only
+    block = np.frombuffer(vector.values[0].bytes_val, dtype="<f8")
+    assert len(block) == len(layout.numeric) and len(vector.values) == 1 + len(layout.other)
+    per_view, _ = _per_view(Tagger(copied), ["C0000001"])
+    expected = [per_view[name.split("__", 1)[1]][0] for name in layout.numeric]
+    np.testing.assert_array_equal(block, np.asarray(expected, dtype=float))
+    assert np.isfinite(block).sum() > len(block) // 2
+    marker = _vector(copied, fs.SIGNATURE_ID)
+    assert layout.signature_of(marker) == fs.materialization_signature(
+        store, store.get_feature_service(fs.SERVING_SERVICE)
+    )
+
+
+def test_vectors_of_another_layout_are_not_trusted(copied):
+    store = fs.feature_store(copied)
+    layout = fs.VectorLayout.of(store.get_feature_service(fs.SERVING_SERVICE))
+    signature = layout.signature_of(_vector(copied, fs.SIGNATURE_ID))
+    swapped = fs.VectorLayout(tuple(reversed(layout.numeric)), layout.other)  # same features, other order
+    _write_vector(copied, fs.SIGNATURE_ID, swapped.marker(signature))
     tagger = Tagger(copied)
-    assert tagger._read_vectors(["C0000001"]) is None  # noqa: SLF001
-    _same_columns(tagger.read_known(["C0000001"])[0], _per_view(tagger, ["C0000001"])[0])
+    assert tagger._read_vectors(IDS) is None  # noqa: SLF001
+    _same_columns(tagger.read_known(IDS)[0], _per_view(tagger, IDS)[0])
+    _write_vector(copied, fs.SIGNATURE_ID, layout.marker(signature))
+    assert Tagger(copied)._read_vectors(IDS) is not None  # noqa: SLF001 - the right layout again
+
+
+def test_a_vector_of_another_size_is_not_trusted(copied):
+    vector = _vector(copied, "C0000002")
+    vector.values[0].bytes_val = vector.values[0].bytes_val[:-8]  # one number short
+    _write_vector(copied, "C0000002", vector)
+    tagger = Tagger(copied)
+    assert tagger._read_vectors(IDS) is None  # noqa: SLF001
+    assert tagger._read_vectors(["C0000001"]) is not None  # noqa: SLF001 - the others are fine
+    _same_columns(tagger.read_known(IDS)[0], _per_view(tagger, IDS)[0])
+
+
+def test_an_interrupted_precompute_is_not_trusted(copied):
+    store = fs.feature_store(copied)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fs.precompute_vectors(copied, store, batch_size=100, progress=interrupt)
+    tagger = Tagger(copied)
+    assert tagger._read_vectors(IDS) is None  # noqa: SLF001 - half the vectors could be of another build
+    _same_columns(tagger.read_known(IDS)[0], _per_view(tagger, IDS)[0])
+    fs.precompute_vectors(copied, store)
+    assert Tagger(copied)._read_vectors(IDS) is not None  # noqa: SLF001
 
 
 def test_cli_materialize_rebuilds_the_vectors(copied, monkeypatch):
