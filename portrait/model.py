@@ -8,8 +8,11 @@ calibrator, the tier thresholds and the reason phrases -- so serving never impor
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
+import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,7 +32,8 @@ and 39 ms on two (idle machine; with the other core busy two threads were ~30% s
 one thread, where OpenMP's start-up would cost more than it saves."""
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 SMALL_BATCH = 8
-"""Up to this many rows, contributions are gathered densely (cheaper than building a sparse matrix)."""
+"""Up to this many rows, leaves are looked up row by row (:class:`RowLeaves`) and contributions gathered
+densely (cheaper than a predictor's set-up and a sparse matrix)."""
 Frame = pd.DataFrame | Mapping[str, Any]  # a DataFrame, or column name -> 1-D array of equal lengths
 
 
@@ -136,6 +140,62 @@ class LeafPaths:
         return table
 
 
+class RowLeaves:
+    """Leaf indices of one row at a time through LightGBM's single-row fast path.
+
+    ``Booster.predict`` spends ~0.07 ms per call setting up a predictor before the trees are walked: more than
+    the walk itself for one customer's row. LightGBM's C API keeps that set-up in a "fast config" made once
+    (``LGBM_BoosterPredictForMatSingleRowFastInit``), then ``LGBM_BoosterPredictForMatSingleRowFast`` only
+    walks the trees. The package exposes no Python wrapper for it, so this calls it through the package's own
+    ctypes handle (``lightgbm.basic._LIB``, pinned by the lock file). One config serves one thread at a time.
+    """
+
+    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
+        from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_LEAF_INDEX, _LIB, _c_str, _safe_call
+
+        self._booster = booster  # the config points into it
+        self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
+        self._check = _safe_call
+        self._config = ctypes.c_void_p()
+        _safe_call(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                booster._handle,  # noqa: SLF001 - the booster's C handle, what every C API call takes
+                ctypes.c_int(_C_API_PREDICT_LEAF_INDEX),
+                ctypes.c_int(0),  # first iteration
+                ctypes.c_int(-1),  # every iteration
+                ctypes.c_int(_C_API_DTYPE_FLOAT64),
+                ctypes.c_int32(n_features),
+                _c_str("num_threads=1"),
+                ctypes.byref(self._config),
+            )
+        )
+        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._config)
+        self._n_features = n_features
+        self._out = np.empty(booster.num_trees(), dtype=np.float64)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
+        self._out_len = ctypes.c_int64()
+        self._lock = threading.Lock()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``(rows, trees)`` leaf indices of ``x``, as ``Booster.predict(x, pred_leaf=True)`` gives them."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self._n_features:
+            raise ValueError(f"expected rows of {self._n_features} features, got shape {x.shape}")
+        out = np.empty((len(x), len(self._out)), dtype=np.int64)
+        with self._lock:
+            for i, row in enumerate(x):
+                self._check(
+                    self._predict(
+                        self._config,
+                        row.ctypes.data_as(ctypes.c_void_p),
+                        ctypes.byref(self._out_len),
+                        self._out_ptr,
+                    )
+                )
+                out[i] = self._out
+        return out
+
+
 @dataclass
 class TagModel(mlflow.pyfunc.PythonModel):
     """A fitted LightGBM model plus calibration, tiers and reasons."""
@@ -160,6 +220,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         state = self.__dict__.copy()
         state["_booster"] = None
         state["_paths"] = None
+        state.pop("_row_leaves", None)
         state.pop("_codes", None)
         state.pop("_matrix_key", None)
         return state
@@ -232,9 +293,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         addition per tree (a sparse one-hot leaf matrix times that table).
         """
         table = self.paths.leaf_table(len(self.features))
-        # Explicit counts: LightGBM keeps the last OpenMP thread count, so 0 ("default") would stay at 1.
-        threads = _CORES if len(x) >= PARALLEL_ROWS else 1
-        leaves = self.booster.predict(x, pred_leaf=True, num_threads=threads).astype(np.int64)
+        leaves = self.leaf_indices(x)
         n, n_trees = leaves.shape
         n_leaves, n_feat = table.shape[1], table.shape[2]
         out = np.empty((n, n_feat + 1))
@@ -249,6 +308,18 @@ class TagModel(mlflow.pyfunc.PythonModel):
         hits = sparse.csr_matrix((np.ones(n * n_trees), columns, indptr), shape=(n, n_trees * n_leaves))
         out[:, :n_feat] = hits @ table.reshape(n_trees * n_leaves, n_feat)
         return out
+
+    def leaf_indices(self, x: np.ndarray) -> np.ndarray:
+        """``(rows, trees)`` leaf index of every row in every tree: a few rows one by one through
+        :class:`RowLeaves`, more through ``Booster.predict`` (on every core from :data:`PARALLEL_ROWS`)."""
+        if len(x) <= SMALL_BATCH:
+            row_leaves = self.__dict__.get("_row_leaves")
+            if row_leaves is None:
+                row_leaves = self.__dict__["_row_leaves"] = RowLeaves(self.booster, len(self.features))
+            return row_leaves(x)
+        # Explicit counts: LightGBM keeps the last OpenMP thread count, so 0 ("default") would stay at 1.
+        threads = _CORES if len(x) >= PARALLEL_ROWS else 1
+        return self.booster.predict(x, pred_leaf=True, num_threads=threads).astype(np.int64)
 
     def shap_contributions(self, x: np.ndarray) -> np.ndarray:
         """Exact TreeSHAP contributions from LightGBM (slow on deep trees; for offline analysis)."""

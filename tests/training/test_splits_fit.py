@@ -90,3 +90,23 @@ def test_contributions_sum_to_the_raw_score_for_any_batch_size():
     small = np.vstack([model.contributions(rows[i : i + SMALL_BATCH]) for i in range(0, 50, SMALL_BATCH)])
     np.testing.assert_allclose(small, batch, rtol=1e-12, atol=1e-12)  # the dense path, same numbers
     assert np.abs(batch[:, :4]).sum(axis=0)[0] > np.abs(batch[:, :4]).sum(axis=0)[3]  # x0 matters, x3 not
+
+
+def test_row_by_row_leaves_are_lightgbms_own():
+    from portrait.model import SMALL_BATCH, RowLeaves
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 5))
+    x[rng.random(x.shape) < 0.1] = np.nan  # missing values take each split's default direction
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=2000) > 0).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_leaves": 31}, lgb.Dataset(x, y), num_boost_round=60
+    )
+    leaves = RowLeaves(booster, 5)
+    rows = x[:SMALL_BATCH]
+    expected = booster.predict(rows, pred_leaf=True)
+    assert expected.max() > 10  # deep enough to tell leaves apart
+    np.testing.assert_array_equal(leaves(rows), expected)
+    np.testing.assert_array_equal(leaves(x[7:8]), expected[7:8])
+    with pytest.raises(ValueError, match="5 features"):
+        leaves(x[:1, :4])
