@@ -9,7 +9,6 @@ calibrator, the tier thresholds and the reason phrases -- so serving never impor
 from __future__ import annotations
 
 import ctypes
-import math
 import os
 import threading
 import weakref
@@ -34,6 +33,8 @@ _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
 SMALL_BATCH = 8
 """Up to this many rows, leaves are looked up row by row (:class:`RowLeaves`) and contributions gathered
 densely (cheaper than a predictor's set-up and a sparse matrix)."""
+TEXT_CACHE = 100_000
+"""Reason texts kept per model across calls, keyed by (feature, value, direction); most values repeat."""
 Frame = pd.DataFrame | Mapping[str, Any]  # a DataFrame, or column name -> 1-D array of equal lengths
 
 
@@ -137,7 +138,14 @@ class LeafPaths:
             t, leaf, d = np.nonzero(self.feature >= 0)
             np.add.at(table, (t, leaf, self.feature[t, leaf, d]), self.delta[t, leaf, d])
             self._table = table
+            self._serving = (table.astype(np.float32), table.sum(axis=2, keepdims=True))
         return table
+
+    def serving_tables(self, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`leaf_table` in float32 (for reasons: half the memory traffic of the largest product) and
+        each leaf's total change from the root in float64 ``(trees, max_leaves, 1)``, for the exact score."""
+        self.leaf_table(n_features)
+        return self._serving
 
 
 class RowLeaves:
@@ -221,6 +229,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         state["_booster"] = None
         state["_paths"] = None
         state.pop("_row_leaves", None)
+        state.pop("_texts", None)
         state.pop("_codes", None)
         state.pop("_matrix_key", None)
         return state
@@ -292,22 +301,8 @@ class TagModel(mlflow.pyfunc.PythonModel):
         pre-summed per feature (:meth:`LeafPaths.leaf_table`), so a row costs one ``n_features`` vector
         addition per tree (a sparse one-hot leaf matrix times that table).
         """
-        table = self.paths.leaf_table(len(self.features))
-        leaves = self.leaf_indices(x)
-        n, n_trees = leaves.shape
-        n_leaves, n_feat = table.shape[1], table.shape[2]
-        out = np.empty((n, n_feat + 1))
-        out[:, n_feat] = self.paths.bias
-        if n <= SMALL_BATCH:  # a few rows: gather their leaves' rows and add (no sparse matrix to build)
-            out[:, :n_feat] = table[np.arange(n_trees)[None, :], leaves].sum(axis=1)
-            return out
-        # One-hot (row, tree's leaf) matrix times the per-leaf contribution table: a sparse-dense
-        # product in C, summing each row's trees in tree order.
-        columns = (leaves + np.arange(n_trees, dtype=np.int64)[None, :] * n_leaves).ravel()
-        indptr = np.arange(0, n * n_trees + 1, n_trees, dtype=np.int64)
-        hits = sparse.csr_matrix((np.ones(n * n_trees), columns, indptr), shape=(n, n_trees * n_leaves))
-        out[:, :n_feat] = hits @ table.reshape(n_trees * n_leaves, n_feat)
-        return out
+        (contrib,) = _tree_sums(self.leaf_indices(x), self.paths.leaf_table(len(self.features)))
+        return np.column_stack([contrib, np.full(len(x), self.paths.bias)])
 
     def leaf_indices(self, x: np.ndarray) -> np.ndarray:
         """``(rows, trees)`` leaf index of every row in every tree: a few rows one by one through
@@ -352,44 +347,48 @@ class TagModel(mlflow.pyfunc.PythonModel):
         ``x`` is :meth:`matrix` of ``frame`` when the caller already has it (models sharing a matrix).
         """
         x = self.matrix(frame) if x is None else x
-        contrib = self.contributions(x)
-        raw = contrib.sum(axis=1)
+        # As :meth:`contributions`, with the per-feature part in float32 (it only ranks and shows reasons,
+        # rounded to 4 decimals) and the score from the leaves' float64 totals.
+        contrib, totals = _tree_sums(self.leaf_indices(x), *self.paths.serving_tables(len(self.features)))
+        raw = self.paths.bias + totals[:, 0]
         if self.kind == "classifier":
             raw = 1.0 / (1.0 + np.exp(-raw))
         elif self.metadata.get("log_link"):
             raw = np.exp(raw)
         scores = self._finish(raw)
-        reasons = self._reasons(frame, contrib[:, :-1], top_k)
+        reasons = self._reasons(frame, contrib, top_k)
         return scores, self.tiers.assign(scores), reasons
 
     def _reasons(self, frame: Frame, contrib: np.ndarray, top_k: int) -> list[list[dict[str, Any]]]:
         order = np.argsort(-np.abs(contrib), axis=1)[:, :top_k]
-        picked = np.take_along_axis(contrib, order, axis=1)
+        picked = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
+        effects = np.round(picked, 4).tolist()
         columns: dict[int, list[Any]] = {}  # feature position -> the frame's column as a list
-        texts: dict[tuple[int, Any, bool], str] = {}  # (feature, value, raises) -> reason text
+        texts = self.__dict__.get("_texts")  # (feature, value, raises) -> reason text, kept across calls
+        if texts is None or len(texts) > TEXT_CACHE:
+            texts = self.__dict__["_texts"] = {}
+        features = self.features
         out: list[list[dict[str, Any]]] = []
-        for row, (picks, effects) in enumerate(zip(order.tolist(), picked.tolist(), strict=True)):
+        for row, (picks, raw, rounded) in enumerate(
+            zip(order.tolist(), picked.tolist(), effects, strict=True)
+        ):
             items = []
-            for j, effect in zip(picks, effects, strict=True):
-                if effect == 0.0 or math.isnan(effect):
+            for j, effect, shown in zip(picks, raw, rounded, strict=True):
+                if effect == 0.0 or effect != effect:  # no effect, or NaN
                     continue
                 column = columns.get(j)
                 if column is None:
-                    column = columns[j] = frame[self.features[j]].tolist()
+                    column = columns[j] = frame[features[j]].tolist()
                 value = column[row]
-                missing = _is_missing(value)
-                key = (j, None if missing else value, effect > 0)
+                if value is None or value != value:  # missing (None or NaN)
+                    value = None
+                elif not isinstance(value, str):
+                    value = float(value)
+                key = (j, value, effect > 0)
                 text = texts.get(key)
                 if text is None:
-                    text = texts[key] = describe(self.features[j], value, effect, self.target)
-                items.append(
-                    {
-                        "feature": self.features[j],
-                        "value": None if missing else (value if isinstance(value, str) else float(value)),
-                        "effect": round(effect, 4),
-                        "text": text,
-                    }
-                )
+                    text = texts[key] = describe(features[j], value, effect, self.target)
+                items.append({"feature": features[j], "value": value, "effect": shown, "text": text})
             out.append(items)
         return out
 
@@ -402,12 +401,28 @@ class TagModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores)})
 
 
+def _tree_sums(leaves: np.ndarray, *tables: np.ndarray) -> list[np.ndarray]:
+    """For each ``(trees, max_leaves, k)`` table, every row's leaf entries summed over the trees: ``(rows, k)``.
+
+    A few rows gather their leaves' entries and add (no sparse matrix to build); more make a one-hot
+    (row, tree's leaf) matrix once and multiply it with each table: a sparse-dense product in C, summing
+    each row's trees in tree order, in the table's precision.
+    """
+    n, n_trees = leaves.shape
+    if n <= SMALL_BATCH:
+        trees = np.arange(n_trees)[None, :]
+        return [table[trees, leaves].sum(axis=1) for table in tables]
+    n_leaves = tables[0].shape[1]
+    columns = (leaves + np.arange(n_trees, dtype=np.int64)[None, :] * n_leaves).ravel()
+    indptr = np.arange(0, n * n_trees + 1, n_trees, dtype=np.int64)
+    hits = sparse.csr_matrix(
+        (np.ones(n * n_trees, dtype=np.float32), columns, indptr), shape=(n, n_trees * n_leaves)
+    )
+    return [hits @ table.reshape(n_trees * n_leaves, -1) for table in tables]
+
+
 def _n_rows(columns: Mapping[str, Any]) -> int:
     return len(next(iter(columns.values()))) if columns else 0
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def feature_frame(rows: dict[str, Sequence[Any]], features: Sequence[str]) -> pd.DataFrame:

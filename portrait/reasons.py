@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 # feature -> how to say its value. ``{v}`` is the formatted value.
@@ -80,17 +82,33 @@ def phrase(feature: str, value: Any) -> str:
             "days_since_last_cart": "never added to cart",
         }
         return unknown.get(feature, f"{feature.replace('_', ' ')} unknown")
+    return _phraser(feature)(value)
+
+
+@lru_cache(maxsize=1024)
+def _phraser(feature: str) -> Callable[[Any], str]:
+    """How to say a present value of ``feature`` (worked out once per feature: reasons are built by the
+    thousand per request, and most templates need only one of the value's formats)."""
     template = PHRASES.get(feature)
     if template is None:
         stem, _, window = feature.rpartition("_")
         if stem in WINDOW_PHRASES and window.endswith("d") and window[:-1].isdigit():
-            return WINDOW_PHRASES[stem].format(v=_fmt(float(value)), w=window[:-1])
-        shown = value if isinstance(value, str) else _fmt(float(value))
-        return f"{feature.replace('_', ' ')} = {shown}"
-    if isinstance(value, str):
-        return template.format(raw=value, v=value, p=value, s=value)
-    number = float(value)
-    return template.format(v=_fmt(number), p=f"{number:.0%}", s=_trend(number), raw=value)
+            windowed = WINDOW_PHRASES[stem]
+            return lambda value: windowed.format(v=_fmt(float(value)), w=window[:-1])
+        label = feature.replace("_", " ")
+        return lambda value: f"{label} = {value if isinstance(value, str) else _fmt(float(value))}"
+    formats: dict[str, Callable[[float], str]] = {"v": _fmt, "p": lambda n: f"{n:.0%}", "s": _trend}
+    used = {name: fmt for name, fmt in formats.items() if "{" + name + "}" in template}
+    raw = "{raw}" in template
+
+    def say(value: Any) -> str:
+        if isinstance(value, str):
+            return template.format(raw=value, v=value, p=value, s=value)
+        number = float(value)
+        shown = {name: fmt(number) for name, fmt in used.items()}
+        return template.format(raw=value, **shown) if raw else template.format(**shown)
+
+    return say
 
 
 def describe(feature: str, value: Any, effect: float, target: str) -> str:

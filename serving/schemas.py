@@ -7,20 +7,25 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from typing_extensions import TypedDict
 
 MAX_IDS = 10_000
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 
 
-class Reason(BaseModel):
+# A TypedDict rather than a model: a 1,000-customer response holds 9,000 reasons, and validating them as
+# dicts costs half as much as building model instances (same JSON, same schema).
+class Reason(TypedDict):
     """One feature's contribution to a score."""
 
-    feature: str = Field(description="Feature name in the Feast feature service.")
-    value: float | str | None = Field(description="The customer's value of the feature.")
-    effect: float = Field(description="SHAP contribution (log-odds for probabilities, log-value for value).")
-    text: str = Field(
-        description="The reason in words, e.g. 'last purchase 143 days ago (raises churn risk)'."
-    )
+    feature: Annotated[str, Field(description="Feature name in the Feast feature service.")]
+    value: Annotated[float | str | None, Field(description="The customer's value of the feature.")]
+    effect: Annotated[
+        float, Field(description="SHAP contribution (log-odds for probabilities, log-value for value).")
+    ]
+    text: Annotated[
+        str, Field(description="The reason in words, e.g. 'last purchase 143 days ago (raises churn risk)'.")
+    ]
 
 
 class ProbabilityTag(BaseModel):

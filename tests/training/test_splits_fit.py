@@ -90,6 +90,14 @@ def test_contributions_sum_to_the_raw_score_for_any_batch_size():
     small = np.vstack([model.contributions(rows[i : i + SMALL_BATCH]) for i in range(0, 50, SMALL_BATCH)])
     np.testing.assert_allclose(small, batch, rtol=1e-12, atol=1e-12)  # the dense path, same numbers
     assert np.abs(batch[:, :4]).sum(axis=0)[0] > np.abs(batch[:, :4]).sum(axis=0)[3]  # x0 matters, x3 not
+    frame = {name: rows[:, i] for i, name in enumerate(model.features)}
+    for part in (slice(0, 50), slice(0, SMALL_BATCH)):  # the sparse and the dense path
+        scores, _, reasons = model.explain_columns({k: v[part] for k, v in frame.items()})
+        np.testing.assert_allclose(scores, model.score(pd.DataFrame(frame)[part]), rtol=1e-9)
+        for row, items in zip(batch[part], reasons, strict=True):  # float32 effects, same reasons
+            assert [it["feature"] for it in items][:1] == [model.features[int(np.argmax(np.abs(row[:4])))]]
+            for it in items:
+                assert it["effect"] == pytest.approx(row[model.features.index(it["feature"])], abs=2e-4)
 
 
 def test_row_by_row_leaves_are_lightgbms_own():
