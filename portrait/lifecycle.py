@@ -15,6 +15,7 @@ usual segment map (champions, loyal, potential loyalists, new, at risk, hibernat
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Sequence
 
@@ -62,7 +63,7 @@ def rfm_edges(frame: pd.DataFrame) -> dict[str, list[float]]:
 def _score(value: float, edges: Sequence[float], reverse: bool = False) -> int:
     if not edges:
         return 3
-    s = 1 + int(np.searchsorted(np.asarray(edges), value, side="right"))
+    s = 1 + bisect.bisect_right(edges, value)  # edges are ascending quantiles; no array per call
     return 6 - s if reverse else s
 
 
