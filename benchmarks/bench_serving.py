@@ -61,6 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's packages come from the checkout
     sys.path.insert(0, str(ROOT))
 
+from portrait.model import tree_sums  # noqa: E402
 from portrait.settings import Settings  # noqa: E402
 
 logger = logging.getLogger("bench_serving")
@@ -626,13 +627,16 @@ def breakdown(
                 t = time.perf_counter()
                 x = model.matrix(known)
                 t1 = time.perf_counter()
-                contrib = model.contributions(x)
+                leaves = model.leaf_indices(x)
                 t2 = time.perf_counter()
-                model._reasons(known, contrib[:, :-1], 3)  # noqa: SLF001 - timing the reasons step alone
+                contrib, _ = tree_sums(leaves, *model.paths.serving_tables(len(model.features)))
                 t3 = time.perf_counter()
+                model._reasons(known, contrib, 3)  # noqa: SLF001 - timing the reasons step alone
+                t4 = time.perf_counter()
                 stages["explain parts: matrix (3 models)"].append(t1 - t)
-                stages["explain parts: leaf paths / contributions (3 models)"].append(t2 - t1)
-                stages["explain parts: reasons + describe (3 models)"].append(t3 - t2)
+                stages["explain parts: leaf look-up, LightGBM (3 models)"].append(t2 - t1)
+                stages["explain parts: contributions from the leaves (3 models)"].append(t3 - t2)
+                stages["explain parts: reasons + describe (3 models)"].append(t4 - t3)
             score_times.clear()
             t = time.perf_counter()
             tags = tagger.tags(batch)
@@ -647,7 +651,7 @@ def breakdown(
             t = time.perf_counter()
             tagger.tags_frame(batch)
             stages["Tagger.tags_frame (export path)"].append(time.perf_counter() - t)
-        sums = ("explain parts: matrix", "explain parts: leaf", "explain parts: reasons")
+        sums = ("explain parts:",)
         rows: dict[str, float] = {}
         for key, values in stages.items():
             if key.startswith(sums):  # three models appended per rep: sum them per rep
@@ -787,10 +791,11 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
     lines.append("| repetitions | " + " | ".join(f"{bd[n]['reps']:.0f}" for n in sizes) + " |")
     lines += [
         "",
-        "Explain rows are each model's `explain` (matrix + leaf-path contributions + reasons); the 'parts' "
-        "rows are the same three steps timed separately, summed over the three models. `Tagger` reads one "
-        "Feast `PrecomputedFeatureVector` per customer (FeatureService `tags_v1`, written after each "
-        "materialization) and decodes it to columns; the two 'reference' rows time Feast's per-view "
+        "Explain rows are each model's `explain` (matrix + leaf look-up + contributions + reasons); the "
+        "'parts' rows are the same four steps timed separately, summed over the three models. `Tagger` reads "
+        "one Feast `PrecomputedFeatureVector` per customer (FeatureService `tags_v1`, written after each "
+        "materialization, numeric features packed in one float64 block) and decodes it to columns; the two "
+        "'reference' rows time Feast's per-view "
         "`get_online_features` and its conversion, which the service uses only for customers without a "
         "current vector (same values). "
         "The process froze its start-up objects out of the garbage collector, as the service does.",

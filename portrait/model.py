@@ -301,7 +301,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         pre-summed per feature (:meth:`LeafPaths.leaf_table`), so a row costs one ``n_features`` vector
         addition per tree (a sparse one-hot leaf matrix times that table).
         """
-        (contrib,) = _tree_sums(self.leaf_indices(x), self.paths.leaf_table(len(self.features)))
+        (contrib,) = tree_sums(self.leaf_indices(x), self.paths.leaf_table(len(self.features)))
         return np.column_stack([contrib, np.full(len(x), self.paths.bias)])
 
     def leaf_indices(self, x: np.ndarray) -> np.ndarray:
@@ -349,7 +349,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         x = self.matrix(frame) if x is None else x
         # As :meth:`contributions`, with the per-feature part in float32 (it only ranks and shows reasons,
         # rounded to 4 decimals) and the score from the leaves' float64 totals.
-        contrib, totals = _tree_sums(self.leaf_indices(x), *self.paths.serving_tables(len(self.features)))
+        contrib, totals = tree_sums(self.leaf_indices(x), *self.paths.serving_tables(len(self.features)))
         raw = self.paths.bias + totals[:, 0]
         if self.kind == "classifier":
             raw = 1.0 / (1.0 + np.exp(-raw))
@@ -401,7 +401,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores)})
 
 
-def _tree_sums(leaves: np.ndarray, *tables: np.ndarray) -> list[np.ndarray]:
+def tree_sums(leaves: np.ndarray, *tables: np.ndarray) -> list[np.ndarray]:
     """For each ``(trees, max_leaves, k)`` table, every row's leaf entries summed over the trees: ``(rows, k)``.
 
     A few rows gather their leaves' entries and add (no sparse matrix to build); more make a one-hot
