@@ -629,7 +629,7 @@ def breakdown(
                 t1 = time.perf_counter()
                 leaves = model.leaf_indices(x)
                 t2 = time.perf_counter()
-                contrib, _ = tree_sums(leaves, *model.paths.serving_tables(len(model.features)))
+                (contrib,) = tree_sums(leaves, model.paths.serving_tables(len(model.features))[0])
                 t3 = time.perf_counter()
                 model._reasons(known, contrib, 3)  # noqa: SLF001 - timing the reasons step alone
                 t4 = time.perf_counter()

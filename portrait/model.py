@@ -29,7 +29,7 @@ PARALLEL_ROWS = 256
 """From this many rows, the leaf look-up uses every core: 1,000 rows x 1,900 trees took 72 ms on one core
 and 39 ms on two (idle machine; with the other core busy two threads were ~30% slower). Fewer rows stay on
 one thread, where OpenMP's start-up would cost more than it saves."""
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 SMALL_BATCH = 8
 """Up to this many rows, leaves are looked up row by row (:class:`RowLeaves`) and contributions gathered
 densely (cheaper than a predictor's set-up and a sparse matrix)."""
@@ -138,12 +138,13 @@ class LeafPaths:
             t, leaf, d = np.nonzero(self.feature >= 0)
             np.add.at(table, (t, leaf, self.feature[t, leaf, d]), self.delta[t, leaf, d])
             self._table = table
-            self._serving = (table.astype(np.float32), table.sum(axis=2, keepdims=True))
+            self._serving = (table.astype(np.float32), table.sum(axis=2).ravel())
         return table
 
     def serving_tables(self, n_features: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`leaf_table` in float32 (for reasons: half the memory traffic of the largest product) and
-        each leaf's total change from the root in float64 ``(trees, max_leaves, 1)``, for the exact score."""
+        each leaf's total change from the root in float64, flat (``tree * max_leaves + leaf``), for the
+        exact score."""
         self.leaf_table(n_features)
         return self._serving
 
@@ -304,16 +305,18 @@ class TagModel(mlflow.pyfunc.PythonModel):
         (contrib,) = tree_sums(self.leaf_indices(x), self.paths.leaf_table(len(self.features)))
         return np.column_stack([contrib, np.full(len(x), self.paths.bias)])
 
-    def leaf_indices(self, x: np.ndarray) -> np.ndarray:
+    def leaf_indices(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         """``(rows, trees)`` leaf index of every row in every tree: a few rows one by one through
-        :class:`RowLeaves`, more through ``Booster.predict`` (on every core from :data:`PARALLEL_ROWS`)."""
+        :class:`RowLeaves`, more through ``Booster.predict`` on ``threads`` threads (default: every core
+        from :data:`PARALLEL_ROWS` rows)."""
         if len(x) <= SMALL_BATCH:
             row_leaves = self.__dict__.get("_row_leaves")
             if row_leaves is None:
                 row_leaves = self.__dict__["_row_leaves"] = RowLeaves(self.booster, len(self.features))
             return row_leaves(x)
         # Explicit counts: LightGBM keeps the last OpenMP thread count, so 0 ("default") would stay at 1.
-        threads = _CORES if len(x) >= PARALLEL_ROWS else 1
+        if threads is None:
+            threads = CORES if len(x) >= PARALLEL_ROWS else 1
         return self.booster.predict(x, pred_leaf=True, num_threads=threads).astype(np.int64)
 
     def shap_contributions(self, x: np.ndarray) -> np.ndarray:
@@ -339,18 +342,35 @@ class TagModel(mlflow.pyfunc.PythonModel):
             key = self.__dict__["_matrix_key"] = (tuple(self.features), categories)
         return key
 
+    def scores_and_contributions(
+        self, x: np.ndarray, threads: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores (float64, as LightGBM's ``raw_score``) and per-feature contributions (float32, no
+        expected-value column) of ``x``: :meth:`contributions` for serving, where they only rank and show
+        reasons, rounded to 4 decimals. Numeric work only (LightGBM and scipy release the GIL), so it can
+        run on a worker thread; ``threads`` as :meth:`leaf_indices`."""
+        leaves = self.leaf_indices(x, threads)
+        table, totals = self.paths.serving_tables(len(self.features))
+        (contrib,) = tree_sums(leaves, table)
+        n_trees, n_leaves = table.shape[0], table.shape[1]
+        raw = self.paths.bias + totals[leaves + np.arange(n_trees, dtype=np.int64) * n_leaves].sum(axis=1)
+        return raw, contrib
+
     def explain_columns(
-        self, frame: Frame, top_k: int = 3, x: np.ndarray | None = None
+        self,
+        frame: Frame,
+        top_k: int = 3,
+        x: np.ndarray | None = None,
+        parts: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, list[str], list[list[dict[str, Any]]]]:
         """:meth:`explain` as ``(scores, tiers, reasons)``, without building a DataFrame.
 
-        ``x`` is :meth:`matrix` of ``frame`` when the caller already has it (models sharing a matrix).
+        ``x`` is :meth:`matrix` of ``frame`` and ``parts`` its :meth:`scores_and_contributions`, when the
+        caller already has them (models sharing a matrix; the numeric part done on another thread).
         """
-        x = self.matrix(frame) if x is None else x
-        # As :meth:`contributions`, with the per-feature part in float32 (it only ranks and shows reasons,
-        # rounded to 4 decimals) and the score from the leaves' float64 totals.
-        contrib, totals = tree_sums(self.leaf_indices(x), *self.paths.serving_tables(len(self.features)))
-        raw = self.paths.bias + totals[:, 0]
+        if parts is None:
+            parts = self.scores_and_contributions(self.matrix(frame) if x is None else x)
+        raw, contrib = parts
         if self.kind == "classifier":
             raw = 1.0 / (1.0 + np.exp(-raw))
         elif self.metadata.get("log_link"):

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ from features.feast_repo.feature_services import TAG_MODELS
 from portrait.backends import BackendUnavailable
 from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.lookalike import ExpansionRequest, ExpansionResult, LookalikeModel
-from portrait.model import TagModel
+from portrait.model import CORES, PARALLEL_ROWS, TagModel
 from portrait.registry import CHAMPION, TrackingUnavailable, connect
 from portrait.settings import Settings
 from serving.schemas import CustomerTags, ModelInfo
@@ -91,6 +92,7 @@ class Tagger:
         self._vector_view = fs.vector_view()
         self._signature: tuple[str, float] | None = None
         self._stale_warned = ""
+        self._pool = ThreadPoolExecutor(max_workers=CORES, thread_name_prefix="portrait-leaves")
         self._load_models()
         try:
             self._open_store()
@@ -237,12 +239,32 @@ class Tagger:
         n_known = len(known["customer_id"])
         results = {}
         matrices: dict[Any, np.ndarray] = {}  # models with the same features and codes share one matrix
-        for name, model in self.models.items() if n_known else ():
+        for model in self.models.values() if n_known else ():
             key = model.matrix_key()
             if key not in matrices:
                 matrices[key] = model.matrix(known)
-            results[name] = model.explain_columns(known, x=matrices[key])
-        return known, results, found
+        # Many rows: every model's numeric part (LightGBM's leaf look-up and the contribution product, both
+        # releasing the GIL) is cut into one slice of rows per core, and all slices start at once on the
+        # worker threads, one thread each, the largest model first, while this thread turns the finished
+        # models into scores and reasons (Python), in the same order. See benchmarks/RESULTS.md (Serving) for the gain over one
+        # model at a time.
+        pending: dict[str, list[Future[tuple[np.ndarray, np.ndarray]]]] = {}
+        if n_known >= PARALLEL_ROWS:
+            slices = np.array_split(np.arange(n_known), CORES)
+            for name, model in sorted(self.models.items(), key=lambda item: -item[1].booster.num_trees()):
+                x = matrices[model.matrix_key()]
+                pending[name] = [
+                    self._pool.submit(model.scores_and_contributions, x[rows], 1) for rows in slices
+                ]
+        order = [*pending, *(name for name in self.models if name not in pending)]  # as submitted
+        for name in order if n_known else ():
+            model = self.models[name]
+            parts = None
+            if name in pending:
+                done = [future.result() for future in pending[name]]
+                parts = (np.concatenate([raw for raw, _ in done]), np.concatenate([c for _, c in done]))
+            results[name] = model.explain_columns(known, x=matrices[model.matrix_key()], parts=parts)
+        return known, {name: results[name] for name in self.models if name in results}, found
 
     def read_known(self, customer_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The known customers' columns (features, ``customer_id``, ``_features_ts``) and the found mask.
