@@ -245,13 +245,13 @@ class Tagger:
                 matrices[key] = model.matrix(known)
         # Many rows: every model's numeric part (LightGBM's leaf look-up and the contribution product, both
         # releasing the GIL) is cut into one slice of rows per core, and all slices start at once on the
-        # worker threads, one thread each, the largest model first, while this thread turns the finished
-        # models into scores and reasons (Python), in the same order. See benchmarks/RESULTS.md (Serving) for the gain over one
-        # model at a time.
+        # worker threads, one thread each, the smallest model first, while this thread turns the finished
+        # models into scores and reasons (Python), in the same order: the small models' reasons are built
+        # while the largest model's slices still run. See benchmarks/RESULTS.md (Serving) for the gain.
         pending: dict[str, list[Future[tuple[np.ndarray, np.ndarray]]]] = {}
         if n_known >= PARALLEL_ROWS:
             slices = np.array_split(np.arange(n_known), CORES)
-            for name, model in sorted(self.models.items(), key=lambda item: -item[1].booster.num_trees()):
+            for name, model in sorted(self.models.items(), key=lambda item: item[1].booster.num_trees()):
                 x = matrices[model.matrix_key()]
                 pending[name] = [
                     self._pool.submit(model.scores_and_contributions, x[rows], 1) for rows in slices
