@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from features import store as fs
@@ -17,6 +18,18 @@ from training.train import SPECS, train_model
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
 SNAPSHOT = END + timedelta(days=1)
+
+
+def offline_features(settings: Settings, ids: list[str]) -> pd.DataFrame:
+    """The served snapshot's feature rows of ``ids``, joined from the Parquet feature tables (not Feast)."""
+    frames = [
+        pd.read_parquet(settings.features_dir / view / f"snapshot={SNAPSHOT:%Y%m%dT%H%M%S}.parquet")
+        for view in ("customer_profile", "customer_transactions", "customer_behaviour")
+    ]
+    offline = frames[0]
+    for f in frames[1:]:
+        offline = offline.merge(f.drop(columns=["event_timestamp", "created_timestamp"]), on="customer_id")
+    return offline.set_index("customer_id").loc[ids].reset_index()
 
 
 @pytest.fixture(scope="session")

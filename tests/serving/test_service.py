@@ -12,11 +12,10 @@ import time
 import httpx
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 
 from portrait.registry import connect
-from tests.serving.conftest import SNAPSHOT
+from tests.serving.conftest import SNAPSHOT, offline_features
 
 KNOWN = ["C0000001", "C0000002", "C0000003", "C0000010"]
 
@@ -46,14 +45,7 @@ def test_tags_for_known_and_unknown_customers(client):
 
 def test_tags_match_offline_predictions(client, served):
     connect(served)
-    frames = [
-        pd.read_parquet(served.features_dir / view / f"snapshot={SNAPSHOT:%Y%m%dT%H%M%S}.parquet")
-        for view in ("customer_profile", "customer_transactions", "customer_behaviour")
-    ]
-    offline = frames[0]
-    for f in frames[1:]:
-        offline = offline.merge(f.drop(columns=["event_timestamp", "created_timestamp"]), on="customer_id")
-    offline = offline.set_index("customer_id").loc[KNOWN].reset_index()
+    offline = offline_features(served, KNOWN)
     api = {b["customer_id"]: b for b in client.post("/v1/tags", json={"customer_ids": KNOWN}).json()}
     for name, key in (("churn", "probability"), ("conversion", "probability"), ("clv", "predicted_value")):
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import mlflow
 import numpy as np
-import pandas as pd
 
 import serving.tagger as tagger_module
 from features import store as fs
 from portrait.registry import connect
 from serving.tagger import Tagger
-from tests.serving.conftest import SNAPSHOT
+from tests.serving.conftest import offline_features
 
 
 def test_many_customers_on_worker_threads_match_one_thread_and_offline(served, monkeypatch):
@@ -24,14 +23,7 @@ def test_many_customers_on_worker_threads_match_one_thread_and_offline(served, m
     assert not pooled[-1].found and all(t.found for t in pooled[:-1])
 
     connect(served)
-    frames = [
-        pd.read_parquet(served.features_dir / view / f"snapshot={SNAPSHOT:%Y%m%dT%H%M%S}.parquet")
-        for view in ("customer_profile", "customer_transactions", "customer_behaviour")
-    ]
-    offline = frames[0]
-    for f in frames[1:]:
-        offline = offline.merge(f.drop(columns=["event_timestamp", "created_timestamp"]), on="customer_id")
-    offline = offline.set_index("customer_id").loc[ids].reset_index()
+    offline = offline_features(served, ids)
     for name, tag, key in (("churn", "churn", "probability"), ("clv", "value", "predicted_value")):
         model = mlflow.pyfunc.load_model(f"models:/{name}@champion").unwrap_python_model()
         expected = model.score(offline)
