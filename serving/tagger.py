@@ -320,7 +320,7 @@ class Tagger:
         where = [i for i, blob in enumerate(blobs[1:]) if blob is not None]
         vectors = [PrecomputedFeatureVector.FromString(blobs[i + 1]) for i in where]
         n_numeric = len(layout.numeric)
-        packed = b"".join([v.values[0].bytes_val for v in vectors])
+        packed = b"".join([v.values[0].bytes_val if v.values else b"" for v in vectors])
         if len(packed) != 8 * n_numeric * len(vectors) or (
             vectors and len(vectors[0].values) != 1 + len(layout.other)
         ):

@@ -150,10 +150,14 @@ def test_vectors_of_another_layout_are_not_trusted(copied):
 
 
 def test_a_vector_of_another_size_is_not_trusted(copied):
+    from feast.protos.feast.core.PrecomputedFeatureVector_pb2 import PrecomputedFeatureVector
+
     vector = _vector(copied, "C0000002")
     vector.values[0].bytes_val = vector.values[0].bytes_val[:-8]  # one number short
     _write_vector(copied, "C0000002", vector)
     tagger = Tagger(copied)
+    assert tagger._read_vectors(IDS) is None  # noqa: SLF001
+    _write_vector(copied, "C0000002", PrecomputedFeatureVector())  # no values at all
     assert tagger._read_vectors(IDS) is None  # noqa: SLF001
     assert tagger._read_vectors(["C0000001"]) is not None  # noqa: SLF001 - the others are fine
     _same_columns(tagger.read_known(IDS)[0], _per_view(tagger, IDS)[0])
