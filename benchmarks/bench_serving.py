@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's packages come from the checkout
     sys.path.insert(0, str(ROOT))
 
-from portrait.model import tree_sums  # noqa: E402
+from portrait.model import leaf_positions, tree_sums  # noqa: E402
 from portrait.settings import Settings  # noqa: E402
 
 logger = logging.getLogger("bench_serving")
@@ -629,7 +629,8 @@ def breakdown(
                 t1 = time.perf_counter()
                 leaves = model.leaf_indices(x)
                 t2 = time.perf_counter()
-                (contrib,) = tree_sums(leaves, model.paths.serving_tables(len(model.features))[0])
+                table, _ = model.paths.serving_tables(len(model.features))
+                contrib = tree_sums(leaf_positions(leaves, model.paths.feature.shape[1]), table)
                 t3 = time.perf_counter()
                 model._reasons(known, contrib, 3)  # noqa: SLF001 - timing the reasons step alone
                 t4 = time.perf_counter()

@@ -28,7 +28,8 @@ Kind = Literal["classifier", "regressor"]
 PARALLEL_ROWS = 256
 """From this many rows, the leaf look-up uses every core: 1,000 rows x 1,900 trees took 72 ms on one core
 and 39 ms on two (idle machine; with the other core busy two threads were ~30% slower). Fewer rows stay on
-one thread, where OpenMP's start-up would cost more than it saves."""
+one thread, where OpenMP's start-up would cost more than it saves. The service's ``Tagger`` uses the same
+bound to spread the models' numeric work over its worker threads."""
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 SMALL_BATCH = 8
 """Up to this many rows, leaves are looked up row by row (:class:`RowLeaves`) and contributions gathered
@@ -138,13 +139,17 @@ class LeafPaths:
             t, leaf, d = np.nonzero(self.feature >= 0)
             np.add.at(table, (t, leaf, self.feature[t, leaf, d]), self.delta[t, leaf, d])
             self._table = table
-            self._serving = (table.astype(np.float32), table.sum(axis=2).ravel())
+            self._serving = (
+                table.reshape(trees * leaves, n_features).astype(np.float32),
+                table.sum(axis=2).ravel(),
+            )
         return table
 
     def serving_tables(self, n_features: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`leaf_table` in float32 (for reasons: half the memory traffic of the largest product) and
-        each leaf's total change from the root in float64, flat (``tree * max_leaves + leaf``), for the
-        exact score."""
+        each leaf's total change from the root in float64, both by flat leaf position
+        (:func:`leaf_positions`): ``(trees * max_leaves, n_features)`` and ``(trees * max_leaves,)``; the
+        totals give the exact score."""
         self.leaf_table(n_features)
         return self._serving
 
@@ -302,7 +307,10 @@ class TagModel(mlflow.pyfunc.PythonModel):
         pre-summed per feature (:meth:`LeafPaths.leaf_table`), so a row costs one ``n_features`` vector
         addition per tree (a sparse one-hot leaf matrix times that table).
         """
-        (contrib,) = tree_sums(self.leaf_indices(x), self.paths.leaf_table(len(self.features)))
+        table = self.paths.leaf_table(len(self.features))
+        contrib = tree_sums(
+            leaf_positions(self.leaf_indices(x), table.shape[1]), table.reshape(-1, table.shape[2])
+        )
         return np.column_stack([contrib, np.full(len(x), self.paths.bias)])
 
     def leaf_indices(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -349,12 +357,9 @@ class TagModel(mlflow.pyfunc.PythonModel):
         expected-value column) of ``x``: :meth:`contributions` for serving, where they only rank and show
         reasons, rounded to 4 decimals. Numeric work only (LightGBM and scipy release the GIL), so it can
         run on a worker thread; ``threads`` as :meth:`leaf_indices`."""
-        leaves = self.leaf_indices(x, threads)
         table, totals = self.paths.serving_tables(len(self.features))
-        (contrib,) = tree_sums(leaves, table)
-        n_trees, n_leaves = table.shape[0], table.shape[1]
-        raw = self.paths.bias + totals[leaves + np.arange(n_trees, dtype=np.int64) * n_leaves].sum(axis=1)
-        return raw, contrib
+        positions = leaf_positions(self.leaf_indices(x, threads), self.paths.feature.shape[1])
+        return self.paths.bias + totals[positions].sum(axis=1), tree_sums(positions, table)
 
     def explain_columns(
         self,
@@ -421,24 +426,26 @@ class TagModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"score": scores, "tier": self.tiers.assign(scores)})
 
 
-def tree_sums(leaves: np.ndarray, *tables: np.ndarray) -> list[np.ndarray]:
-    """For each ``(trees, max_leaves, k)`` table, every row's leaf entries summed over the trees: ``(rows, k)``.
+def leaf_positions(leaves: np.ndarray, n_leaves: int) -> np.ndarray:
+    """``(rows, trees)`` leaf indices as rows of a per-leaf table flattened to ``(trees * n_leaves, k)``."""
+    return leaves + np.arange(leaves.shape[1], dtype=np.int64)[None, :] * n_leaves
+
+
+def tree_sums(positions: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Every row's leaf entries of a flat per-leaf ``table`` (:func:`leaf_positions`) summed over the trees.
 
     A few rows gather their leaves' entries and add (no sparse matrix to build); more make a one-hot
-    (row, tree's leaf) matrix once and multiply it with each table: a sparse-dense product in C, summing
-    each row's trees in tree order, in the table's precision.
+    (row, tree's leaf) matrix and multiply it with the table: a sparse-dense product in C, summing each
+    row's trees in tree order, in the table's precision.
     """
-    n, n_trees = leaves.shape
+    n, n_trees = positions.shape
     if n <= SMALL_BATCH:
-        trees = np.arange(n_trees)[None, :]
-        return [table[trees, leaves].sum(axis=1) for table in tables]
-    n_leaves = tables[0].shape[1]
-    columns = (leaves + np.arange(n_trees, dtype=np.int64)[None, :] * n_leaves).ravel()
+        return table[positions].sum(axis=1)
     indptr = np.arange(0, n * n_trees + 1, n_trees, dtype=np.int64)
     hits = sparse.csr_matrix(
-        (np.ones(n * n_trees, dtype=np.float32), columns, indptr), shape=(n, n_trees * n_leaves)
+        (np.ones(n * n_trees, dtype=np.float32), positions.ravel(), indptr), shape=(n, len(table))
     )
-    return [hits @ table.reshape(n_trees * n_leaves, -1) for table in tables]
+    return hits @ table
 
 
 def _n_rows(columns: Mapping[str, Any]) -> int:
