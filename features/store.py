@@ -361,20 +361,19 @@ def precompute_vectors(
     )
     signature = materialization_signature(store, service, allow_cache=False)
     layout = VectorLayout.of(service)
-    numeric = set(layout.numeric)
-    views = []  # (view, name in vectors, its features, which of them are numeric)
-    for p in service.feature_view_projections:
-        features = [f.name for f in p.features]
-        kinds = [f"{p.name_to_use()}__{f}" in numeric for f in features]
-        views.append((store.get_feature_view(p.name), p.name_to_use(), features, kinds))
+    views = [
+        (store.get_feature_view(p.name), p.name_to_use(), [f.name for f in p.features])
+        for p in service.feature_view_projections
+    ]
     # Where each feature of the views' concatenation goes: the numeric block or the other values.
-    order = [k for *_, kinds in views for k in kinds]
+    numeric = set(layout.numeric)
+    order = [f"{view_name}__{feature}" in numeric for _, view_name, features in views for feature in features]
     ids = list(customer_ids) if customer_ids is not None else feature_table_ids(settings)
     written = 0
     for lo in range(0, len(ids), batch_size):
         keys = [entity_key(cid) for cid in ids[lo : lo + batch_size]]
         # A copy of the feature list each time: Redis' online_read appends its timestamp field to it.
-        rows = [online.online_read(config, view, keys, list(features)) for view, _, features, _ in views]
+        rows = [online.online_read(config, view, keys, list(features)) for view, _, features in views]
         now = Timestamp()
         now.GetCurrentTime()
         written_at = now.ToDatetime(UTC)
@@ -382,7 +381,7 @@ def precompute_vectors(
         for i, key in enumerate(keys):
             values: list[ValueProto] = []
             stamps: list[FeatureViewTimestamp] = []
-            for (_, view_name, features, _), view_rows in zip(views, rows, strict=True):
+            for (_, view_name, features), view_rows in zip(views, rows, strict=True):
                 ts, found = view_rows[i]
                 if ts is not None:
                     stamp = Timestamp()

@@ -256,8 +256,7 @@ class Tagger:
                 pending[name] = [
                     self._pool.submit(model.scores_and_contributions, x[rows], 1) for rows in slices
                 ]
-        order = [*pending, *(name for name in self.models if name not in pending)]  # as submitted
-        for name in order if n_known else ():
+        for name in (pending or self.models) if n_known else ():  # as submitted
             model = self.models[name]
             parts = None
             if name in pending:
