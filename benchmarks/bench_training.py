@@ -186,9 +186,10 @@ def train(settings: Any, spec: Any, trials: int, plan: Any | None = None) -> Tra
     seconds = time.perf_counter() - started
     print(
         f"  {spec.name}: {ts.sizes()} rows, frames {built:.0f}s, total {seconds:.0f}s, "
-        f"test {spec.primary_metric} {outcome.metrics['test_' + spec.primary_metric]:.4f}"
+        f"{model.booster.num_trees()} trees, test {spec.primary_metric} {outcome.metrics['test_' + spec.primary_metric]:.4f}"
     )
-    return Trained(spec.name, outcome, ts, model, seconds, {"frames_seconds": built})
+    extra = {"frames_seconds": built, "trees": model.booster.num_trees()}
+    return Trained(spec.name, outcome, ts, model, seconds, extra)
 
 
 def metrics_of(trained: Trained, prefix: str = "test_") -> dict[str, float]:
