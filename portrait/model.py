@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from portrait.reasons import describe
+from portrait.reasons import describer
 
 Kind = Literal["classifier", "regressor"]
 PARALLEL_ROWS = 256
@@ -34,8 +34,6 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (o
 SMALL_BATCH = 8
 """Up to this many rows, leaves are looked up row by row (:class:`RowLeaves`) and contributions gathered
 densely (cheaper than a predictor's set-up and a sparse matrix)."""
-TEXT_CACHE = 100_000
-"""Reason texts kept per model across calls, keyed by (feature, value, direction); most values repeat."""
 Frame = pd.DataFrame | Mapping[str, Any]  # a DataFrame, or column name -> 1-D array of equal lengths
 
 
@@ -235,7 +233,6 @@ class TagModel(mlflow.pyfunc.PythonModel):
         state["_booster"] = None
         state["_paths"] = None
         state.pop("_row_leaves", None)
-        state.pop("_texts", None)
         state.pop("_codes", None)
         state.pop("_matrix_key", None)
         return state
@@ -389,10 +386,8 @@ class TagModel(mlflow.pyfunc.PythonModel):
         picked = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
         effects = np.round(picked, 4).tolist()
         columns: dict[int, list[Any]] = {}  # feature position -> the frame's column as a list
-        texts = self.__dict__.get("_texts")  # (feature, value, raises) -> reason text, kept across calls
-        if texts is None or len(texts) > TEXT_CACHE:
-            texts = self.__dict__["_texts"] = {}
         features = self.features
+        texts = [(describer(f, self.target, False), describer(f, self.target, True)) for f in features]
         out: list[list[dict[str, Any]]] = []
         for row, (picks, raw, rounded) in enumerate(
             zip(order.tolist(), picked.tolist(), effects, strict=True)
@@ -409,10 +404,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
                     value = None
                 elif not isinstance(value, str):
                     value = float(value)
-                key = (j, value, effect > 0)
-                text = texts.get(key)
-                if text is None:
-                    text = texts[key] = describe(features[j], value, effect, self.target)
+                text = texts[j][effect > 0](value)
                 items.append({"feature": features[j], "value": value, "effect": shown, "text": text})
             out.append(items)
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -73,45 +74,65 @@ def _trend(value: float) -> str:
     return "steady"
 
 
+UNKNOWN_PHRASES = {
+    "recency_days": "no purchase yet",
+    "days_since_last_event": "no visits yet",
+    "days_since_last_cart": "never added to cart",
+}
+
+_FORMATS: dict[str, Callable[[float], str]] = {"v": _fmt, "p": lambda n: f"{n:.0%}", "s": _trend}
+_FIELD = re.compile(r"\{(\w+)\}")
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def phrase(feature: str, value: Any) -> str:
     """The feature's value in words, e.g. ``last purchase 143 days ago``."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        unknown = {
-            "recency_days": "no purchase yet",
-            "days_since_last_event": "no visits yet",
-            "days_since_last_cart": "never added to cart",
-        }
-        return unknown.get(feature, f"{feature.replace('_', ' ')} unknown")
+    if _missing(value):
+        return UNKNOWN_PHRASES.get(feature, f"{feature.replace('_', ' ')} unknown")
     return _phraser(feature)(value)
-
-
-@lru_cache(maxsize=1024)
-def _phraser(feature: str) -> Callable[[Any], str]:
-    """How to say a present value of ``feature`` (worked out once per feature: reasons are built by the
-    thousand per request, and most templates need only one of the value's formats)."""
-    template = PHRASES.get(feature)
-    if template is None:
-        stem, _, window = feature.rpartition("_")
-        if stem in WINDOW_PHRASES and window.endswith("d") and window[:-1].isdigit():
-            windowed = WINDOW_PHRASES[stem]
-            return lambda value: windowed.format(v=_fmt(float(value)), w=window[:-1])
-        label = feature.replace("_", " ")
-        return lambda value: f"{label} = {value if isinstance(value, str) else _fmt(float(value))}"
-    formats: dict[str, Callable[[float], str]] = {"v": _fmt, "p": lambda n: f"{n:.0%}", "s": _trend}
-    used = {name: fmt for name, fmt in formats.items() if "{" + name + "}" in template}
-    raw = "{raw}" in template
-
-    def say(value: Any) -> str:
-        if isinstance(value, str):
-            return template.format(raw=value, v=value, p=value, s=value)
-        number = float(value)
-        shown = {name: fmt(number) for name, fmt in used.items()}
-        return template.format(raw=value, **shown) if raw else template.format(**shown)
-
-    return say
 
 
 def describe(feature: str, value: Any, effect: float, target: str) -> str:
     """``phrase`` plus the direction of its effect, e.g. ``last purchase 143 days ago (raises churn risk)``."""
+    return describer(feature, target, effect > 0)(value)
+
+
+@lru_cache(maxsize=4096)
+def describer(feature: str, target: str, raises: bool) -> Callable[[Any], str]:
+    """:func:`describe` of one feature, target and direction as a function of the value, worked out once:
+    reasons are built by the thousand per request."""
     up, down = TARGET_WORDS.get(target, ("raises the score", "lowers the score"))
-    return f"{phrase(feature, value)} ({up if effect > 0 else down})"
+    suffix = f" ({up if raises else down})"
+    unknown = phrase(feature, None) + suffix
+    say = _phraser(feature)
+
+    def text(value: Any) -> str:
+        return unknown if _missing(value) else say(value) + suffix
+
+    return text
+
+
+@lru_cache(maxsize=1024)
+def _phraser(feature: str) -> Callable[[Any], str]:
+    """How to say a present value of ``feature``: its template split around its one field, so a value is
+    formatted once and concatenated (no ``str.format`` per reason)."""
+    template = PHRASES.get(feature)
+    if template is None:
+        stem, _, window = feature.rpartition("_")
+        if stem in WINDOW_PHRASES and window.endswith("d") and window[:-1].isdigit():
+            template = WINDOW_PHRASES[stem].replace("{w}", window[:-1])
+        else:
+            label = f"{feature.replace('_', ' ')} = "
+            return lambda value: label + (value if isinstance(value, str) else _fmt(float(value)))
+    before, name, after = _FIELD.split(template, maxsplit=1)
+    fmt = _FORMATS.get(name)  # None: {raw}, the value as it is
+
+    def say(value: Any) -> str:
+        if isinstance(value, str):
+            return before + value + after
+        return before + (fmt(float(value)) if fmt else str(value)) + after
+
+    return say
