@@ -73,6 +73,9 @@ class Tiers:
     default: str
 
     def assign(self, scores: np.ndarray) -> list[str]:
+        if len(scores) <= 8:  # a few rows (single-customer calls): no arrays to build
+            ordered = sorted(zip(self.thresholds, self.names, strict=True), reverse=True)
+            return [next((name for t, name in ordered if s >= t), self.default) for s in scores.tolist()]
         out = np.full(len(scores), self.default, dtype=object)
         # Lowest threshold first so higher tiers overwrite.
         for threshold, name in sorted(zip(self.thresholds, self.names, strict=True)):
@@ -234,6 +237,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         state["_paths"] = None
         state.pop("_row_leaves", None)
         state.pop("_codes", None)
+        state.pop("_describers", None)
         state.pop("_matrix_key", None)
         return state
 
@@ -387,7 +391,11 @@ class TagModel(mlflow.pyfunc.PythonModel):
         effects = np.round(picked, 4).tolist()
         columns: dict[int, list[Any]] = {}  # feature position -> the frame's column as a list
         features = self.features
-        texts = [(describer(f, self.target, False), describer(f, self.target, True)) for f in features]
+        texts = self.__dict__.get("_describers")  # per feature: (lowers, raises) -> text of a value
+        if texts is None:
+            texts = self.__dict__["_describers"] = [
+                (describer(f, self.target, False), describer(f, self.target, True)) for f in features
+            ]
         out: list[list[dict[str, Any]]] = []
         for row, (picks, raw, rounded) in enumerate(
             zip(order.tolist(), picked.tolist(), effects, strict=True)

@@ -118,3 +118,14 @@ def test_row_by_row_leaves_are_lightgbms_own():
     np.testing.assert_array_equal(leaves(x[7:8]), expected[7:8])
     with pytest.raises(ValueError, match="5 features"):
         leaves(x[:1, :4])
+
+
+def test_tiers_the_same_for_a_few_rows_and_many():
+    from portrait.model import Tiers
+
+    tiers = Tiers([0.2, 0.6, 0.6, 0.9], ["low-ish", "high", "higher", "top"], "low")
+    scores = np.concatenate([np.random.default_rng(3).random(200), [np.nan, 0.2, 0.6, 0.9, 1.0, -1.0]])
+    many = tiers.assign(scores)
+    few = [tier for start in range(0, len(scores), 5) for tier in tiers.assign(scores[start : start + 5])]
+    assert few == many
+    assert many[-6:] == ["low", "low-ish", "higher", "top", "top", "low"]
