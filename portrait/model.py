@@ -73,14 +73,13 @@ class Tiers:
     default: str
 
     def assign(self, scores: np.ndarray) -> list[str]:
-        if len(scores) <= 8:  # a few rows (single-customer calls): no arrays to build
-            ordered = sorted(zip(self.thresholds, self.names, strict=True), reverse=True)
-            return [next((name for t, name in ordered if s >= t), self.default) for s in scores.tolist()]
-        out = np.full(len(scores), self.default, dtype=object)
-        # Lowest threshold first so higher tiers overwrite.
-        for threshold, name in sorted(zip(self.thresholds, self.names, strict=True)):
-            out[scores >= threshold] = name
-        return out.tolist()
+        ordered = sorted(zip(self.thresholds, self.names, strict=True))
+        labels = [self.default, *(name for _, name in ordered)]
+        # 1 + the position of the highest threshold <= score (equal thresholds: the last in that order),
+        # 0 below all of them; a NaN score is below all of them.
+        positions = np.searchsorted([t for t, _ in ordered], scores, side="right")
+        positions[np.isnan(scores)] = 0
+        return [labels[i] for i in positions.tolist()]
 
 
 @dataclass
