@@ -168,7 +168,10 @@ def features_build(
 
     settings = _settings()
     if not (settings.clean_dir / "transactions.parquet").exists():
-        raise _fail("no validated data: run `portrait data synth` or `portrait data load` first")
+        raise _fail(
+            "no validated data in data/clean: run `portrait data validate` on your files in data/raw "
+            "(or `portrait data synth` / `portrait data load` first)"
+        )
     snaps = [_parse_day(s) for s in snapshot] if snapshot else [serving_snapshot(settings)]
     with console.status(f"computing features for {len(snaps)} snapshot(s)"):
         build = compute_features(settings.clean_dir, settings.features_dir, snaps)
@@ -178,13 +181,10 @@ def features_build(
 
 
 def serving_snapshot(settings: Settings) -> datetime:
-    """The snapshot that describes customers 'now': the day after the last recorded activity."""
-    from datetime import timedelta
+    """The snapshot that describes customers 'now' (see :func:`portrait.workflow.serving_snapshot`)."""
+    from portrait.workflow import serving_snapshot as snapshot
 
-    from training.labels import data_end
-    from training.splits import floor_day
-
-    return floor_day(data_end(settings.clean_dir)) + timedelta(days=1)
+    return snapshot(settings)
 
 
 @features_app.command("apply")
@@ -225,38 +225,46 @@ def features_materialize(
 
 
 # ------------------------------------------------------------------------------------------ training
+def _model_choices() -> str:
+    from portrait import catalogue
+
+    return ", ".join([*catalogue.names(), "all"])
+
+
 @app.command("train")
 def train(
-    model: Annotated[str, typer.Argument(help="churn, conversion, clv, lookalike or all")],
+    model: Annotated[
+        str, typer.Argument(help="A catalogue model (churn, conversion, clv, lookalike) or all.")
+    ],
     trials: Annotated[int, typer.Option(help="Optuna trials per model.")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Time budget per model in seconds.")] = None,
 ) -> None:
     """Train, log to MLflow, register and promote (champion only if it beats the current one)."""
+    from portrait import catalogue
     from training.tracking import TrackingUnavailable
-    from training.train import SPECS, train_model
+    from training.train import train_named
 
-    names = [*SPECS, "lookalike"] if model == "all" else [model]
-    unknown = [n for n in names if n not in SPECS and n != "lookalike"]
+    names = catalogue.names() if model == "all" else [model]
+    unknown = [n for n in names if n not in catalogue.names()]
     if unknown:
-        raise _fail(f"unknown model {unknown[0]!r}; choose churn, conversion, clv, lookalike or all")
+        raise _fail(f"unknown model {unknown[0]!r}; choose one of {_model_choices()}")
     settings = _settings()
     table = Table(title="training")
     for col in ("model", "version", "test metric", "promotion", "seconds"):
         table.add_column(col)
     for name in names:
         try:
-            if name == "lookalike":
-                from training.lookalike import train_lookalike
-
-                res = train_lookalike(settings, trials=trials)
-            else:
-                res = train_model(settings, SPECS[name](), trials=trials, timeout_s=timeout)
+            res = train_named(settings, name, trials=trials, timeout_s=timeout)
         except TrackingUnavailable as exc:
             raise _fail(str(exc), EXIT_UNAVAILABLE) from None
-        metric = {k: v for k, v in res.metrics.items() if k.startswith("test_")}
-        headline = next(iter(metric.items()), ("", float("nan")))
+        key = catalogue.get(name).headline_key
+        value = res.metrics.get(key, float("nan"))
         table.add_row(
-            name, res.version, f"{headline[0]}={headline[1]:.4f}", res.decision.reason, f"{res.seconds:.0f}"
+            name,
+            res.version,
+            f"{key.removeprefix('test_')}={value:.4f}",
+            res.decision.reason,
+            f"{res.seconds:.0f}",
         )
     out.print(table)
 
@@ -447,34 +455,21 @@ def demo(
     """The main job: synthetic workspace -> features -> train and promote all models -> serve."""
     from datetime import timedelta
 
-    from features.pipeline import compute_features
-    from features.store import apply, materialize
-    from features.synth import SynthConfig, generate
-    from training.lookalike import train_lookalike
-    from training.train import SPECS, train_model
+    from features.synth import SynthConfig
+    from portrait.workflow import build_workspace
 
     settings = _settings()
     end = datetime(2025, 1, 1, tzinfo=UTC)
-    console.rule("1/5 synthetic data")
-    result = generate(
-        SynthConfig(n_customers=customers, seed=42, start=end - timedelta(days=3 * 365), end=end),
-        settings.raw_dir,
+    titles = iter(["1/5 synthetic data", "2/5 features", "3/5 training", "4/5 online store"])
+    build = build_workspace(
+        settings,
+        synth=SynthConfig(n_customers=customers, seed=42, start=end - timedelta(days=3 * 365), end=end),
+        trials=trials,
+        step=lambda _: console.rule(next(titles)),
     )
-    console.print(f"{result.counts} in {result.seconds:.1f}s")
-    _validate(settings, now=end)
-    console.rule("2/5 features")
-    snap = serving_snapshot(settings)
-    build = compute_features(settings.clean_dir, settings.features_dir, [snap])
-    console.print(f"{build.rows:,} customers at {snap:%Y-%m-%d} in {build.seconds:.1f}s")
-    apply(settings)
-    console.rule("3/5 training")
-    for name, spec in SPECS.items():
-        res = train_model(settings, spec(), trials=trials)
+    console.print(f"{build.counts} generated; features at {build.snapshot:%Y-%m-%d}")
+    for name, res in build.outcomes.items():
         console.print(f"{name} v{res.version}: {res.decision.reason}")
-    res = train_lookalike(settings, trials=trials)
-    console.print(f"lookalike v{res.version}: {res.decision.reason}")
-    console.rule("4/5 online store")
-    materialize(settings, end=snap + timedelta(days=1))
     console.rule("5/5 API")
     base = f"http://{settings.host}:{settings.port}"
     out.print(
@@ -484,7 +479,7 @@ def demo(
         f"  curl -s -X POST {base}/v1/lookalike -H 'content-type: application/json' "
         '-d \'{"seed_ids": ["C0000001", "C0000002", "C0000003"], "size": 100}\'\n'
         f"  curl -s {base}/v1/models\n"
-        f"  open {base}/docs for the OpenAPI schema",
+        f"  open {base}/ for the API docs (OpenAPI schema: {base}/docs.json)",
         soft_wrap=True,  # one command per line, whatever the terminal width, so it can be copied
     )
     if serve_after:

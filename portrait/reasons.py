@@ -8,6 +8,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from portrait import catalogue
+
 # feature -> how to say its value. ``{v}`` is the formatted value.
 PHRASES: dict[str, str] = {
     "recency_days": "last purchase {v} days ago",
@@ -51,11 +53,15 @@ WINDOW_PHRASES = {
     "campaign_click": "{v} campaign clicks in the last {w} days",
 }
 
-TARGET_WORDS = {
-    "churn": ("raises churn risk", "lowers churn risk"),
-    "conversion": ("raises purchase propensity", "lowers purchase propensity"),
-    "clv": ("raises predicted value", "lowers predicted value"),
-}
+DEFAULT_WORDS = ("raises the score", "lowers the score")
+
+
+def target_words(target: str) -> tuple[str, str]:
+    """How a reason says a feature pushes model ``target``'s score up / down (its catalogue vocabulary)."""
+    try:
+        return catalogue.get(target).reason_words
+    except KeyError:
+        return DEFAULT_WORDS
 
 
 def _fmt(value: float) -> str:
@@ -104,7 +110,7 @@ def describe(feature: str, value: Any, effect: float, target: str) -> str:
 def describer(feature: str, target: str, raises: bool) -> Callable[[Any], str]:
     """:func:`describe` of one feature, target and direction as a function of the value, worked out once:
     reasons are built by the thousand per request."""
-    up, down = TARGET_WORDS.get(target, ("raises the score", "lowers the score"))
+    up, down = target_words(target)
     suffix = f" ({up if raises else down})"
     unknown = phrase(feature, None) + suffix
     say = _phraser(feature)

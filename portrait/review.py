@@ -12,6 +12,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from portrait import catalogue
 from portrait.registry import CHAMPION, connect
 from portrait.settings import Settings
 
@@ -31,10 +32,10 @@ def champion_summary(settings: Settings, name: str) -> dict[str, Any]:
     }
 
 
-def metrics_table(settings: Settings, names: Sequence[str] = ("churn", "conversion", "clv")) -> pd.DataFrame:
-    """Validation and out-of-time test metrics of each champion, side by side."""
+def metrics_table(settings: Settings, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Validation and out-of-time test metrics of each champion (default: every tag model), side by side."""
     rows = []
-    for name in names:
+    for name in names if names is not None else [e.name for e in catalogue.tag_models()]:
         summary = champion_summary(settings, name)
         for key, value in summary["metrics"].items():
             split, _, metric = key.partition("_")

@@ -4,10 +4,12 @@ contract with the tag system and the ad teams: every field is documented."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 from typing_extensions import TypedDict
+
+from portrait import catalogue
 
 MAX_IDS = 10_000
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
@@ -30,7 +32,8 @@ class Reason(TypedDict):
 
 class ProbabilityTag(BaseModel):
     probability: float = Field(ge=0, le=1, description="Calibrated probability.")
-    tier: str = Field(description="Tier from thresholds chosen on validation data: high, medium or low.")
+    tier: str = Field(description="Tier from thresholds chosen on validation data, e.g. high, medium or low.")
+    horizon_days: int | None = Field(None, description="Days ahead the probability covers.")
     reasons: list[Reason] = Field(description="Top contributing features, strongest first.")
 
 
@@ -38,28 +41,58 @@ class ValueTag(BaseModel):
     predicted_value: float = Field(
         ge=0, description="Expected gross purchase value over the model's horizon."
     )
-    tier: str = Field(description="Value tier: high (top 10 %), medium (next 30 %) or low.")
+    tier: str = Field(
+        description="Value tier from thresholds chosen on validation data, e.g. high, medium, low."
+    )
+    horizon_days: int | None = Field(None, description="Days ahead the predicted value covers.")
     reasons: list[Reason] = Field(description="Top contributing features, strongest first.")
 
 
-class CustomerTags(BaseModel):
-    """Predictive tags of one customer, or why there are none."""
+TAG_TYPES: dict[str, type[BaseModel]] = {"classifier": ProbabilityTag, "regressor": ValueTag}
+"""The tag a model of each catalogue kind answers with."""
 
-    customer_id: str = Field(description="The customer id as requested.")
-    found: bool = Field(description="False when the online store has no features for this id.")
-    error: str | None = Field(None, description="Why no tags were produced (e.g. 'unknown customer').")
-    churn: ProbabilityTag | None = Field(
-        None, description="Risk of no purchase in the churn horizon (90 days)."
+
+def _customer_tags_model() -> type[BaseModel]:
+    """``CustomerTags``: one optional tag field per catalogue tag model, between the fixed fields."""
+    fields: dict[str, Any] = {
+        "customer_id": (str, Field(description="The customer id as requested.")),
+        "found": (bool, Field(description="False when the online store has no features for this id.")),
+        "error": (
+            str | None,
+            Field(None, description="Why no tags were produced (e.g. 'unknown customer')."),
+        ),
+    }
+    for entry in catalogue.tag_models():
+        assert entry.response_field is not None
+        fields[entry.response_field] = (
+            TAG_TYPES[entry.kind] | None,
+            Field(None, description=f"{entry.description} (model '{entry.name}'; see horizon_days)."),
+        )
+    fields |= {
+        "lifecycle_stage": (str | None, Field(None, description="new, active, at_risk, dormant or churned.")),
+        "rfm_segment": (
+            str | None,
+            Field(None, description="RFM segment name, e.g. 'champions', 'at risk'."),
+        ),
+        "rfm_score": (
+            str | None,
+            Field(None, description="Recency, frequency and monetary scores 1-5, e.g. '545'."),
+        ),
+        "model_versions": (
+            dict[str, str],
+            Field(default_factory=dict, description="Registered model versions used."),
+        ),
+        "features_timestamp": (
+            datetime | None,
+            Field(None, description="Snapshot time of the features used."),
+        ),
+    }
+    return create_model(
+        "CustomerTags", __doc__="Predictive tags of one customer, or why there are none.", **fields
     )
-    conversion: ProbabilityTag | None = Field(None, description="Propensity to purchase in the next 30 days.")
-    value: ValueTag | None = Field(None, description="Predicted value over the CLV horizon.")
-    lifecycle_stage: str | None = Field(None, description="new, active, at_risk, dormant or churned.")
-    rfm_segment: str | None = Field(None, description="RFM segment name, e.g. 'champions', 'at risk'.")
-    rfm_score: str | None = Field(None, description="Recency, frequency and monetary scores 1-5, e.g. '545'.")
-    model_versions: dict[str, str] = Field(
-        default_factory=dict, description="Registered model versions used."
-    )
-    features_timestamp: datetime | None = Field(None, description="Snapshot time of the features used.")
+
+
+CustomerTags = _customer_tags_model()
 
 
 class TagsRequest(BaseModel):

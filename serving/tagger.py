@@ -26,7 +26,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import TypeAdapter
 
 from features import store as fs
-from features.feast_repo.feature_services import TAG_MODELS
+from portrait import catalogue
 from portrait.backends import BackendUnavailable
 from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.lookalike import ExpansionRequest, ExpansionResult, LookalikeModel
@@ -37,7 +37,6 @@ from serving.schemas import CustomerTags, ModelInfo
 
 logger = logging.getLogger(__name__)
 
-ALL_MODELS = (*TAG_MODELS, "lookalike")
 _TAGS = TypeAdapter(list[CustomerTags])
 SIGNATURE_TTL_S = 5.0
 """How long the registry's materialization signature is trusted before it is read again."""
@@ -116,9 +115,9 @@ class Tagger:
         try:
             client = connect(self.settings)
         except TrackingUnavailable as exc:
-            self.load_errors = {name: str(exc) for name in ALL_MODELS}
+            self.load_errors = {name: str(exc) for name in catalogue.names()}
             return
-        for name in ALL_MODELS:
+        for name in catalogue.names():
             try:
                 mv = client.get_model_version_by_alias(name, CHAMPION)
             except MlflowException:
@@ -135,11 +134,12 @@ class Tagger:
             self.infos[name] = ModelInfo(
                 name=name,
                 version=str(mv.version),
-                feature_service=getattr(model, "feature_service", None) or fs.MODEL_SERVICES.get(name),
+                feature_service=getattr(model, "feature_service", None)
+                or catalogue.get(name).feature_service,
                 metrics={k: float(v) for k, v in metrics.items() if k in HEADLINE_METRICS},
                 run_id=mv.run_id,
             )
-            if name == "lookalike":
+            if catalogue.get(name).kind == "lookalike":
                 self.lookalike = model
             else:
                 model.paths.leaf_table(len(model.features))  # build the explain tables now, not per request
@@ -187,7 +187,9 @@ class Tagger:
             if self._refs:
                 store.get_online_features(features=self._refs[:1], entity_rows=[{"customer_id": "__probe__"}])
             else:
-                fs.online_features(store, "churn", ["__probe__"])
+                fs.online_features(
+                    store, "", ["__probe__"], store.get_feature_service(catalogue.SERVING_SERVICE)
+                )
             self.store_error = None
         except Unavailable:
             pass  # store_error says why
@@ -197,7 +199,7 @@ class Tagger:
 
     def readiness(self) -> list[str]:
         """Reasons the service cannot answer (empty when ready)."""
-        reasons = [self.load_errors[n] for n in ALL_MODELS if n in self.load_errors]
+        reasons = [self.load_errors[n] for n in catalogue.names() if n in self.load_errors]
         store = self.check_store()
         if store:
             reasons.append(store)
@@ -220,7 +222,8 @@ class Tagger:
     def _ready_store(self) -> FeatureStore:
         if not self.models:
             raise Unavailable(
-                "; ".join(self.load_errors.get(n, "") for n in TAG_MODELS) or "no tag model loaded"
+                "; ".join(self.load_errors.get(e.name, "") for e in catalogue.tag_models())
+                or "no tag model loaded"
             )
         return self._open_store()
 
@@ -380,9 +383,30 @@ class Tagger:
             self._stale_warned = why
 
     def _rfm_edges(self) -> dict[str, list[float]]:
+        """The segment model's RFM edges (see :data:`portrait.catalogue.SEGMENT_MODEL`), else the first
+        loaded tag model's, in catalogue order."""
+        order = [catalogue.SEGMENT_MODEL, *(n for n in self.models if n != catalogue.SEGMENT_MODEL)]
         return next(
-            (m.metadata["rfm_edges"] for m in self.models.values() if m.metadata.get("rfm_edges")), {}
+            (
+                self.models[n].metadata["rfm_edges"]
+                for n in order
+                if n in self.models and self.models[n].metadata.get("rfm_edges")
+            ),
+            {},
         )
+
+    def _tag_fields(self) -> list[tuple[str, str, str, bool, int | None]]:
+        """Per loaded tag model, in catalogue order: ``(model, response field, score field, is value,
+        horizon days)``."""
+        out = []
+        for name, model in self.models.items():
+            entry = catalogue.get(name)
+            horizon = model.metadata.get("plan", {}).get("horizon_days")
+            if horizon is None and entry.label is not None:
+                horizon = entry.label.horizon_days
+            assert entry.response_field is not None
+            out.append((name, entry.response_field, entry.score_field, entry.kind == "regressor", horizon))
+        return out
 
     def tags(self, customer_ids: Sequence[str]) -> list[CustomerTags]:
         """Tags for each requested id, in request order; unknown ids get ``found=False``.
@@ -395,13 +419,17 @@ class Tagger:
         versions = {n: self.versions[n] for n in self.models}
         edges = self._rfm_edges()
         n_known = len(known["customer_id"])
+        fields = {name: rest for name, *rest in self._tag_fields()}
         per_model = [
-            (name, scores.tolist(), tiers, reasons) for name, (scores, tiers, reasons) in results.items()
+            (*fields[name], scores.tolist(), tiers, reasons)
+            for name, (scores, tiers, reasons) in results.items()
         ]
         recency, tenure, orders, spend = (
             _column(known, c, n_known) for c in ("recency_days", "tenure_days", "orders_365d", "spend_365d")
         )
         stamps = known["_features_ts"].tolist()
+        segment = results.get(catalogue.SEGMENT_MODEL)
+        segment_tiers = segment[1] if segment is not None else None
         rows: list[dict[str, Any]] = []
         k = 0
         for i, cid in enumerate(customer_ids):
@@ -411,17 +439,16 @@ class Tagger:
                 )
                 continue
             row: dict[str, Any] = {"customer_id": cid, "found": True, "model_versions": versions}
-            for name, scores, tiers, reasons in per_model:
-                if name == "clv":
-                    row["value"] = {
-                        "predicted_value": max(scores[k], 0.0),
-                        "tier": tiers[k],
-                        "reasons": reasons[k],
-                    }
-                else:
-                    row[name] = {"probability": scores[k], "tier": tiers[k], "reasons": reasons[k]}
-            churn = row.get("churn")
-            row["lifecycle_stage"] = lifecycle_stage(recency[k], tenure[k], churn["tier"] if churn else None)
+            for field, score_field, is_value, horizon, scores, tiers, reasons in per_model:
+                row[field] = {
+                    score_field: max(scores[k], 0.0) if is_value else scores[k],
+                    "tier": tiers[k],
+                    "horizon_days": horizon,
+                    "reasons": reasons[k],
+                }
+            row["lifecycle_stage"] = lifecycle_stage(
+                recency[k], tenure[k], segment_tiers[k] if segment_tiers is not None else None
+            )
             row["rfm_segment"], row["rfm_score"] = rfm_segment(recency[k], orders[k], spend[k], edges)
             row["features_timestamp"] = _as_datetime(stamps[k])
             rows.append(row)
@@ -437,13 +464,15 @@ class Tagger:
         known, results, _ = self._score(customer_ids)
         n_known = len(known["customer_id"])
         out = pd.DataFrame({"customer_id": known["customer_id"]})
+        fields = {name: (field, is_value) for name, field, _, is_value, _ in self._tag_fields()}
         for name, (scores, tiers, reasons) in results.items():
-            prefix = "value" if name == "clv" else name
-            out[f"{prefix}_{'predicted' if name == 'clv' else 'probability'}"] = scores
+            prefix, is_value = fields[name]
+            out[f"{prefix}_{'predicted' if is_value else 'probability'}"] = scores
             out[f"{prefix}_tier"] = np.asarray(tiers, dtype=object)
             out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in items) for items in reasons]
             out[f"{prefix}_model_version"] = self.versions[name]
-        churn_tiers = results["churn"][1] if "churn" in results else [None] * n_known
+        segment = results.get(catalogue.SEGMENT_MODEL)
+        churn_tiers = segment[1] if segment is not None else [None] * n_known
         get = {
             c: _column(known, c, n_known)
             for c in ("recency_days", "tenure_days", "orders_365d", "spend_365d")

@@ -18,6 +18,7 @@ from feast import FeatureStore
 
 from features import store as fs
 from features.pipeline import compute_features
+from portrait import catalogue
 from portrait.settings import Settings
 from training.labels import LabelSpec, build_labels
 from training.splits import SnapshotPlan
@@ -68,10 +69,14 @@ def ensure_feature_snapshots(settings: Settings, plan: SnapshotPlan) -> list:
 
 
 def ensure_registry(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
+    """The Feast store, with the repo applied when any catalogue model's FeatureService is missing."""
     store = store or fs.feature_store(settings)
     try:
-        store.get_feature_service("churn_v1")
-    except Exception:  # noqa: BLE001 - Feast raises several "not found" types
+        have = {s.name for s in store.list_feature_services()}
+    except Exception:  # noqa: BLE001 - Feast raises several "not found" types for a fresh registry
+        have = set()
+    wanted = {*catalogue.feature_services().values(), catalogue.SERVING_SERVICE}
+    if not wanted <= have:
         fs.apply(settings, store)
     return store
 
@@ -104,6 +109,6 @@ def build_training_set(
         validation=split["validation"].reset_index(drop=True),
         test=split["test"].reset_index(drop=True),
         features=features,
-        feature_service=fs.MODEL_SERVICES[model],
+        feature_service=catalogue.get(model).feature_service,
         plan=plan,
     )

@@ -22,6 +22,8 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from features.history import data_end, data_start  # noqa: F401 - re-exported for training
+
 Population = Literal["all", "browsers"]
 
 
@@ -35,13 +37,6 @@ class LabelSpec:
     population: Population = "all"
 
 
-DEFAULT_SPECS: dict[str, LabelSpec] = {
-    "churn": LabelSpec("churn", horizon_days=90, lookback_days=365),
-    "conversion": LabelSpec("conversion", horizon_days=30),
-    "clv": LabelSpec("clv", horizon_days=365),
-}
-
-
 def _connect(clean_dir: Path, snapshots: Sequence[datetime]) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -52,27 +47,6 @@ def _connect(clean_dir: Path, snapshots: Sequence[datetime]) -> duckdb.DuckDBPyC
     con.register("snaps_df", snaps)
     con.execute("CREATE TEMP TABLE snaps AS SELECT snapshot_ts FROM snaps_df")
     return con
-
-
-def data_end(clean_dir: Path) -> datetime:
-    """The time of the latest transaction or event: labels may not look past it."""
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    latest = con.execute(
-        "SELECT greatest((SELECT max(ts) FROM read_parquet(?)), "
-        "coalesce((SELECT max(ts) FROM read_parquet(?)), TIMESTAMPTZ '1970-01-01'))",
-        [str(clean_dir / "transactions.parquet"), str(clean_dir / "events.parquet")],
-    ).fetchone()[0]
-    return latest.astimezone(UTC)
-
-
-def data_start(clean_dir: Path) -> datetime:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    first = con.execute(
-        "SELECT min(ts) FROM read_parquet(?)", [str(clean_dir / "transactions.parquet")]
-    ).fetchone()[0]
-    return first.astimezone(UTC)
 
 
 def build_labels(clean_dir: Path, snapshots: Sequence[datetime], spec: LabelSpec) -> pd.DataFrame:

@@ -45,6 +45,7 @@ from mlflow.types import ColSpec, Schema
 
 from features import store as fs
 from features.pipeline import compute_features, snapshot_label
+from portrait import catalogue
 from portrait.lookalike import (
     ARTIFACT_KEY,
     ExpansionRequest,
@@ -57,13 +58,21 @@ from portrait.settings import Settings
 from training.dataset import ensure_registry
 from training.labels import data_end
 from training.splits import floor_day
-from training.tracking import Decision, apply_decision, champion, configure, decide, experiment_id
+from training.tracking import (
+    Decision,
+    apply_decision,
+    champion,
+    configure,
+    decide,
+    experiment_id,
+    registration,
+)
 from training.train import TrainOutcome
 
 logger = logging.getLogger(__name__)
 
 NAME = "lookalike"
-PRIMARY_METRIC = "recall_at_size"
+PRIMARY_METRIC = catalogue.get(NAME).headline_metric
 DEFAULT_SEED_SIZES: tuple[int, ...] = (100, 1_000, 10_000)
 VALIDATION_SEED = 1
 TEST_SEED = 2
@@ -116,7 +125,7 @@ def load_population(
     frame["customer_id"] = frame["customer_id"].astype(str)
     frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
     logger.info("lookalike population: %d customers x %d features at %s", len(frame), len(features), snapshot)
-    return PopulationFrame(frame, features, snapshot, fs.MODEL_SERVICES[NAME])
+    return PopulationFrame(frame, features, snapshot, catalogue.get(NAME).feature_service)
 
 
 # ---- representation and model --------------------------------------------------------------------------
@@ -612,12 +621,14 @@ def train_lookalike(
         mlflow.log_metrics(metrics)
         model.metadata["metrics"] = {k: v for k, v in ours.items()}
         info = _log_model(model, test, test_base, val, tuned, population, kind, segments)
-        version = mlflow.register_model(info.model_uri, NAME, tags={"run_id": run.info.run_id}).version
-        client.set_model_version_tag(NAME, version, "status", "incomplete")
-        decision = _challenge(client, test_cases, n, metrics[PRIMARY_METRIC])
-        mlflow.set_tags({"promotion": decision.reason, "registered_version": version})
-        client.set_model_version_tag(NAME, version, "status", "ready")
-        apply_decision(client, NAME, version, decision)
+        version = mlflow.register_model(
+            info.model_uri, NAME, tags={"run_id": run.info.run_id, "status": "incomplete"}
+        ).version
+        with registration(client, NAME, version):  # a failure from here on deletes the version
+            decision = _challenge(client, test_cases, n, metrics[PRIMARY_METRIC])
+            mlflow.set_tags({"promotion": decision.reason, "registered_version": version})
+            client.set_model_version_tag(NAME, version, "status", "ready")
+            apply_decision(client, NAME, version, decision)
     seconds = time.perf_counter() - started
     logger.info("%s v%s: %s (%.1fs)", NAME, version, decision.reason, seconds)
     headline = {f"test_{PRIMARY_METRIC}": metrics[f"test_{PRIMARY_METRIC}"]}

@@ -8,7 +8,7 @@ split). Otherwise it is tagged ``challenger``. ``promote`` moves the alias delib
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,14 +18,13 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from portrait import catalogue
 from portrait.registry import CHALLENGER, CHAMPION, TrackingUnavailable, connect
 from portrait.settings import Settings
 
 __all__ = ["CHALLENGER", "CHAMPION", "TrackingUnavailable", "configure", "registration"]
 
 logger = logging.getLogger(__name__)
-
-MODEL_NAMES = ("churn", "conversion", "clv", "lookalike")
 
 
 def configure(settings: Settings) -> MlflowClient:
@@ -64,7 +63,12 @@ class Decision:
 
 
 def decide(
-    metric: str, candidate: float, champion_score: float | None, champion_version: str | None
+    metric: str,
+    candidate: float,
+    champion_score: float | None,
+    champion_version: str | None,
+    *,
+    higher_is_better: bool = True,
 ) -> Decision:
     if champion_version is None:
         return Decision(True, "no champion yet", candidate, None, None)
@@ -76,17 +80,18 @@ def decide(
             None,
             champion_version,
         )
-    if candidate > champion_score:
+    better = candidate > champion_score if higher_is_better else candidate < champion_score
+    if better:
         return Decision(
             True,
-            f"{metric} {candidate:.4f} > champion's {champion_score:.4f}",
+            f"{metric} {candidate:.4f} {'>' if higher_is_better else '<'} champion's {champion_score:.4f}",
             candidate,
             champion_score,
             champion_version,
         )
     return Decision(
         False,
-        f"{metric} {candidate:.4f} <= champion's {champion_score:.4f}",
+        f"{metric} {candidate:.4f} {'<=' if higher_is_better else '>='} champion's {champion_score:.4f}",
         candidate,
         champion_score,
         champion_version,
@@ -152,10 +157,13 @@ def promote(client: MlflowClient, name: str, version: str) -> None:
         client.set_model_version_tag(name, current.version, "role", "retired")
 
 
-def model_table(client: MlflowClient, names: tuple[str, ...] = MODEL_NAMES) -> pd.DataFrame:
-    """Registered versions with their aliases and headline metrics (for `portrait models`)."""
+def model_table(client: MlflowClient, names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Registered versions with their aliases and headline metrics (for `portrait models`).
+
+    Aliases come from ``get_model_version``: ``search_model_versions`` returns versions without them.
+    """
     rows: list[dict[str, Any]] = []
-    for name in names:
+    for name in names if names is not None else catalogue.names():
         try:
             versions = client.search_model_versions(f"name = '{name}'")
         except MlflowException:
@@ -166,7 +174,7 @@ def model_table(client: MlflowClient, names: tuple[str, ...] = MODEL_NAMES) -> p
                 {
                     "model": name,
                     "version": int(mv.version),
-                    "aliases": ",".join(mv.aliases),
+                    "aliases": ",".join(_aliases(client, name, mv)),
                     "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC").strftime(
                         "%Y-%m-%d %H:%M"
                     ),
@@ -177,14 +185,18 @@ def model_table(client: MlflowClient, names: tuple[str, ...] = MODEL_NAMES) -> p
     return pd.DataFrame(rows)
 
 
-HEADLINE = {
-    "churn": "test_auc",
-    "conversion": "test_auc",
-    "clv": "test_normalized_gini",
-    "lookalike": "recall_at_size",
-}
+def _aliases(client: MlflowClient, name: str, mv: ModelVersion) -> list[str]:
+    if mv.aliases:
+        return list(mv.aliases)
+    try:
+        return list(client.get_model_version(name, mv.version).aliases)
+    except MlflowException:
+        return []
 
 
 def _headline(name: str, metrics: dict[str, float]) -> str:
-    key = HEADLINE.get(name, "")
+    try:
+        key = catalogue.get(name).headline_key
+    except KeyError:
+        return ""
     return f"{key.removeprefix('test_')}={metrics[key]:.4f}" if key in metrics else ""

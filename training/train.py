@@ -21,10 +21,10 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from features import store as fs
+from portrait import catalogue
 from portrait.lifecycle import rfm_edges
 from portrait.model import TagModel
 from portrait.settings import Settings
-from training import churn, clv, conversion
 from training.dataset import TrainingSet, build_training_set
 from training.evaluate import (
     classifier_plots,
@@ -35,7 +35,7 @@ from training.evaluate import (
 )
 from training.fit import fit
 from training.labels import data_end, data_start
-from training.specs import ModelSpec
+from training.specs import ModelSpec, spec_for, tag_specs
 from training.splits import SnapshotPlan, plan_snapshots
 from training.tracking import (
     Decision,
@@ -50,7 +50,6 @@ from training.tracking import (
 logger = logging.getLogger(__name__)
 
 PIP_REQUIREMENTS = ["lightgbm>=4.6", "scikit-learn>=1.5", "pandas>=2.2", "numpy>=1.26"]
-SPECS = {"churn": churn.spec, "conversion": conversion.spec, "clv": clv.spec}
 
 
 @dataclass
@@ -162,7 +161,9 @@ def _challenge(client: mlflow.MlflowClient, spec: ModelSpec, ts: TrainingSet, ca
             "champion v%s of %s cannot be scored on this data: %s", current.version, spec.name, exc
         )
         champ_score = None
-    return decide(spec.primary_metric, candidate, champ_score, current.version)
+    return decide(
+        spec.primary_metric, candidate, champ_score, current.version, higher_is_better=spec.higher_is_better
+    )
 
 
 def _log_artifacts(ts: TrainingSet, model: TagModel, outcome: Any, spec: ModelSpec) -> None:
@@ -213,13 +214,36 @@ def _log_artifacts(ts: TrainingSet, model: TagModel, outcome: Any, spec: ModelSp
     mlflow.log_dict({"features": ts.features}, "feature_list.json")
 
 
+def train_named(
+    settings: Settings, name: str, *, trials: int = 20, timeout_s: float | None = None, **plan_options: Any
+) -> Any:
+    """Train catalogue model ``name`` of any kind (tag model or lookalike); returns its outcome."""
+    entry = catalogue.get(name)
+    if entry.kind == "lookalike":
+        from training.lookalike import train_lookalike
+
+        return train_lookalike(settings, trials=trials)
+    return train_model(settings, spec_for(name), trials=trials, timeout_s=timeout_s, **plan_options)
+
+
 def train_many(
-    settings: Settings, names: list[str], *, trials: int, timeout_s: float | None
-) -> list[TrainOutcome]:
-    outcomes = []
-    for name in names:
-        outcomes.append(train_model(settings, SPECS[name](), trials=trials, timeout_s=timeout_s))
-    return outcomes
+    settings: Settings, names: list[str] | None = None, *, trials: int, timeout_s: float | None = None
+) -> list[Any]:
+    """Train ``names`` (default: every catalogue model), in catalogue order."""
+    return [
+        train_named(settings, name, trials=trials, timeout_s=timeout_s)
+        for name in (names if names is not None else catalogue.names())
+    ]
 
 
-__all__ = ["SPECS", "TrainOutcome", "evaluate", "fs", "plan_for", "train_many", "train_model"]
+__all__ = [
+    "TrainOutcome",
+    "evaluate",
+    "fs",
+    "plan_for",
+    "spec_for",
+    "tag_specs",
+    "train_many",
+    "train_model",
+    "train_named",
+]

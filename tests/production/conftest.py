@@ -26,10 +26,10 @@ import redis
 from sqlalchemy.engine import make_url
 
 from features.pipeline import compute_features
-from features.synth import SynthConfig, generate
-from features.validate import validate_workspace
+from features.synth import SynthConfig
 from portrait.backends import drop_postgres_database, normalize_postgres_url
 from portrait.settings import Settings
+from portrait.workflow import synthesize
 from tests.conftest import ci_required
 from training import churn
 from training.train import plan_for
@@ -114,10 +114,7 @@ def prod_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("prod_data")
     settings = Settings(home=home)
     settings.ensure_dirs()
-    generate(
-        SynthConfig(n_customers=1500, seed=3, start=END - timedelta(days=3 * 365), end=END), settings.raw_dir
-    )
-    validate_workspace(settings, now=END)
+    synthesize(settings, SynthConfig(n_customers=1500, seed=3, start=END - timedelta(days=3 * 365), end=END))
     snapshots = sorted({*plan_for(settings, churn.spec(), **PLAN).all, SNAPSHOT})
     compute_features(settings.clean_dir, settings.features_dir, snapshots)
     return home

@@ -8,13 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features import store as fs
-from features.pipeline import compute_features
-from features.synth import SynthConfig, generate
-from features.validate import validate_workspace
+from features.synth import SynthConfig
 from portrait.settings import Settings
-from training.lookalike import train_lookalike
-from training.train import SPECS, train_model
+from portrait.workflow import build_workspace
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
 SNAPSHOT = END + timedelta(days=1)
@@ -37,16 +33,14 @@ def served_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("served_ws")
     settings = Settings(home=home)
     settings.ensure_dirs()
-    generate(
-        SynthConfig(n_customers=2500, seed=5, start=END - timedelta(days=3 * 365), end=END), settings.raw_dir
+    build_workspace(
+        settings,
+        synth=SynthConfig(n_customers=2500, seed=5, start=END - timedelta(days=3 * 365), end=END),
+        snapshot=SNAPSHOT,
+        trials=1,
+        n_train=2,
+        step_days=60,
     )
-    validate_workspace(settings, now=END)
-    compute_features(settings.clean_dir, settings.features_dir, [SNAPSHOT])
-    fs.apply(settings)
-    for spec in SPECS.values():
-        train_model(settings, spec(), trials=1, n_train=2, step_days=60)
-    train_lookalike(settings, trials=1)
-    fs.materialize(settings, end=SNAPSHOT + timedelta(days=1))
     return home
 
 

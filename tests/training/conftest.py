@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from features import store as fs
-from features.synth import SynthConfig, generate
-from features.validate import validate_workspace
+from features.synth import SynthConfig
 from portrait.settings import Settings
+from portrait.workflow import synthesize
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -20,11 +20,9 @@ def synth_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("synth_ws")
     settings = Settings(home=home)
     settings.ensure_dirs()
-    generate(
-        SynthConfig(n_customers=3000, seed=11, start=datetime(2022, 1, 1, tzinfo=UTC), end=END),
-        settings.raw_dir,
+    synthesize(
+        settings, SynthConfig(n_customers=3000, seed=11, start=datetime(2022, 1, 1, tzinfo=UTC), end=END)
     )
-    validate_workspace(settings, now=END)
     fs.apply(settings)
     return home
 
