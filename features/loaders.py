@@ -59,7 +59,6 @@ CDNOW (``cdnow_master.txt``)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import duckdb
@@ -70,6 +69,7 @@ from pydantic import BaseModel, Field
 
 from features.contract import ARROW_SCHEMAS
 from features.validate import ContractError, _first_line, _lit, _nullable, _tmp_beside, _unlink
+from portrait.files import publish
 
 NON_PRODUCT_REASON = "non_product_line"
 DUPLICATE_LINE_REASON = "duplicate_line"
@@ -191,8 +191,7 @@ def _non_product_sql(column: str) -> str:
 
 
 def _publish(moves: list[tuple[Path, Path]]) -> None:
-    for tmp, target in moves:
-        os.replace(tmp, target)
+    publish(moves)
 
 
 def _copy(

@@ -34,7 +34,6 @@ How the definitions stay fast (one snapshot of 1M customers / 10M transactions /
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -48,6 +47,10 @@ import ibis.expr.types as ir
 from ibis import _
 
 from features.contract import EVENT_TYPES
+from features.tables import snapshot_label as snapshot_label  # re-exported: the pipeline names its outputs
+from features.tables import snapshot_path
+from portrait.cpu import available_cores
+from portrait.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -387,11 +390,8 @@ def feature_expressions(
 
 
 def _threads() -> int:
-    """CPUs this process may run on (its affinity mask: ``taskset`` and cpusets count, unlike cpu_count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 2
+    """CPUs this process may run on (see :func:`portrait.cpu.available_cores`)."""
+    return available_cores()
 
 
 # Ibis' DuckDB connection runs in UTC. The row order of the feature tables carries no meaning, so DuckDB
@@ -421,10 +421,6 @@ def _connect(
         for name in ("customers", "transactions", "events")
     }
     return con, tables
-
-
-def snapshot_label(snapshot: datetime) -> str:
-    return snapshot.astimezone(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 def compute_features(
@@ -460,11 +456,9 @@ def compute_features(
                 final = expr.rename(event_timestamp="snapshot_ts").mutate(
                     created_timestamp=ibis.literal(created).cast("timestamp('UTC')")
                 )
-                target = out_dir / view / f"snapshot={snapshot_label(snap)}.parquet"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp")
-                con.to_parquet(final, str(tmp))
-                os.replace(tmp, target)
+                target = snapshot_path(out_dir, view, snap)
+                with atomic_path(target) as tmp:
+                    con.to_parquet(final, str(tmp))
                 paths[view].append(target)
             rows += int(con.execute(exprs["customer_profile"].count()))
             logger.info(

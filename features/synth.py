@@ -57,6 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import ARROW_SCHEMAS, EVENT_TYPES, TS
+from portrait.files import publish
 
 logger = logging.getLogger(__name__)
 
@@ -859,8 +860,7 @@ def _atomic_writers(out_dir: Path, schemas: dict[str, pa.Schema]) -> Iterator[di
         raise
     for writer in writers.values():
         writer.close()
-    for name, temp in temps.items():
-        os.replace(temp, out_dir / f"{name}.parquet")
+    publish([(temp, out_dir / f"{name}.parquet") for name, temp in temps.items()])
 
 
 def _write_chunk(writers: dict[str, pq.ParquetWriter], transactions: pa.Table, events: pa.Table) -> None:

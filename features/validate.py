@@ -64,13 +64,11 @@ CSV files are read as RFC-4180 comma-separated with a header line (``.tsv``: tab
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,6 +81,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from features.contract import ARROW_SCHEMAS, EVENT_TYPES, REQUIRED_COLUMNS, TABLES
+from portrait.files import atomic_path, publish, temp_beside, write_text_atomic
 
 if TYPE_CHECKING:
     from portrait.settings import Settings
@@ -193,12 +192,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _tmp_beside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    return temp_beside(target)
 
 
 def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path.unlink(missing_ok=True)
 
 
 def _sql(con: duckdb.DuckDBPyConnection, query: str) -> list[tuple]:
@@ -226,23 +224,12 @@ def _write_parquet(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> in
 
 
 def _atomic_write_table(table: pa.Table, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(target)
-    try:
+    with atomic_path(target) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    finally:
-        _unlink(tmp)
 
 
 def _atomic_write_text(text: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(target)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        _unlink(tmp)
+    write_text_atomic(target, text)
 
 
 def write_empty(table: str, path: Path) -> Path:
@@ -530,8 +517,7 @@ class _Staged:
     moves: list[tuple[Path, Path]]  # (tmp, target)
 
     def commit(self) -> None:
-        for tmp, target in self.moves:
-            os.replace(tmp, target)
+        publish(self.moves)
         self.moves = []
 
     def discard(self) -> None:

@@ -225,10 +225,87 @@ def features_materialize(
 
 
 # ------------------------------------------------------------------------------------------ training
+HorizonOpt = Annotated[int | None, typer.Option(help="Days ahead the model predicts (default: settings).")]
+LookbackOpt = Annotated[int | None, typer.Option(help="Churn: days of the 'active buyer' window.")]
+StepOpt = Annotated[int | None, typer.Option(help="Days between training snapshots.")]
+NTrainOpt = Annotated[int | None, typer.Option(help="Training snapshots (at most).")]
+TestDateOpt = Annotated[str | None, typer.Option(help="Out-of-time test snapshot (YYYY-MM-DD).")]
+
+
+def _windows(
+    horizon_days: int | None,
+    lookback_days: int | None,
+    step_days: int | None,
+    n_train: int | None,
+    test_date: str | None,
+) -> dict[str, object]:
+    windows: dict[str, object] = {
+        "horizon_days": horizon_days,
+        "lookback_days": lookback_days,
+        "step_days": step_days,
+        "n_train": n_train,
+        "test_date": _parse_day(test_date).date() if test_date else None,
+    }
+    for key, value in windows.items():
+        if isinstance(value, int) and value < 1:
+            raise _fail(f"--{key.replace('_', '-')} must be at least 1 (got {value})")
+    return {k: v for k, v in windows.items() if v is not None}
+
+
+def _checks(settings: Settings, names: list[str], windows: dict[str, object]):  # noqa: ANN202
+    from training.check import NoData, check_model
+
+    try:
+        return [check_model(settings, name, **(windows if name != "lookalike" else {})) for name in names]
+    except NoData as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_checks(checks) -> None:  # noqa: ANN001 - list[training.check.ModelCheck]
+    table = Table(title="data check")
+    for col in ("model", "verdict", "details"):
+        table.add_column(col)
+    for c in checks:
+        verdict = "[green]ok[/]" if c.ok else "[red]" + "\n".join(c.problems) + "[/]"
+        table.add_row(c.name, verdict, ", ".join(f"{k}: {v}" for k, v in c.details.items()))
+    out.print(table)
+    for c in checks:
+        for fix in c.fixes:
+            console.print(f"[bold]{c.name}:[/] {fix}")
+
+
+@data_app.command("check")
+def data_check(
+    model: Annotated[str, typer.Argument(help="A catalogue model or all.")] = "all",
+    horizon_days: HorizonOpt = None,
+    lookback_days: LookbackOpt = None,
+    step_days: StepOpt = None,
+    n_train: NTrainOpt = None,
+    test_date: TestDateOpt = None,
+) -> None:
+    """Does the history cover each model's windows, and are there enough positives and negatives?"""
+    names = _model_names(model)
+    windows = _windows(horizon_days, lookback_days, step_days, n_train, test_date)
+    checks = _checks(_settings(), names, windows)
+    _print_checks(checks)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def _model_choices() -> str:
     from portrait import catalogue
 
     return ", ".join([*catalogue.names(), "all"])
+
+
+def _model_names(model: str) -> list[str]:
+    from portrait import catalogue
+
+    names = catalogue.names() if model == "all" else [model]
+    unknown = [n for n in names if n not in catalogue.names()]
+    if unknown:
+        raise _fail(f"unknown model {unknown[0]!r}; choose one of {_model_choices()}")
+    return names
 
 
 @app.command("train")
@@ -238,25 +315,45 @@ def train(
     ],
     trials: Annotated[int, typer.Option(help="Optuna trials per model.")] = 20,
     timeout: Annotated[float | None, typer.Option(help="Time budget per model in seconds.")] = None,
+    horizon_days: HorizonOpt = None,
+    lookback_days: LookbackOpt = None,
+    step_days: StepOpt = None,
+    n_train: NTrainOpt = None,
+    test_date: TestDateOpt = None,
 ) -> None:
-    """Train, log to MLflow, register and promote (champion only if it beats the current one)."""
+    """Check the data, then train, log to MLflow, register and promote (champion only if it beats the
+    current one). Models whose data check fails are skipped with what to change; the exit code is then 2."""
     from portrait import catalogue
     from training.tracking import TrackingUnavailable
     from training.train import train_named
 
-    names = catalogue.names() if model == "all" else [model]
-    unknown = [n for n in names if n not in catalogue.names()]
-    if unknown:
-        raise _fail(f"unknown model {unknown[0]!r}; choose one of {_model_choices()}")
+    names = _model_names(model)
+    windows = _windows(horizon_days, lookback_days, step_days, n_train, test_date)
+    if windows and model == "all":
+        raise _fail(
+            "window options apply to one model: `portrait train MODEL --horizon-days N` (or settings)"
+        )
+    if trials < 1:
+        raise _fail(f"--trials must be at least 1 (got {trials})")
     settings = _settings()
+    checks = {c.name: c for c in _checks(settings, names, windows)}
     table = Table(title="training")
     for col in ("model", "version", "test metric", "promotion", "seconds"):
         table.add_column(col)
+    skipped = []
     for name in names:
+        if not checks[name].ok:
+            skipped.append(checks[name])
+            table.add_row(name, "-", "-", "skipped: " + "; ".join(checks[name].problems), "-")
+            continue
         try:
-            res = train_named(settings, name, trials=trials, timeout_s=timeout)
+            res = train_named(settings, name, trials=trials, timeout_s=timeout, **windows)
         except TrackingUnavailable as exc:
             raise _fail(str(exc), EXIT_UNAVAILABLE) from None
+        except ValueError as exc:  # the data cannot train this model after all (e.g. an empty split)
+            skipped.append(checks[name])
+            table.add_row(name, "-", "-", f"failed: {exc}", "-")
+            continue
         key = catalogue.get(name).headline_key
         value = res.metrics.get(key, float("nan"))
         table.add_row(
@@ -267,6 +364,11 @@ def train(
             f"{res.seconds:.0f}",
         )
     out.print(table)
+    for check in skipped:
+        for fix in check.fixes:
+            console.print(f"[bold]{check.name}:[/] {fix}")
+    if skipped:
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command("models")
@@ -413,13 +515,15 @@ def score(
     from rich.progress import Progress
 
     from features.store import snapshots_on_disk
+    from features.tables import PROFILE_VIEW, snapshot_path
+    from portrait.files import atomic_path
     from serving.tagger import Tagger, freeze_startup_objects
 
     settings = _settings()
     snaps = snapshots_on_disk(settings)
     if not snaps:
         raise _fail("no feature snapshots: run `portrait features build` and `portrait features materialize`")
-    latest = settings.features_dir / "customer_profile" / f"snapshot={snaps[-1]:%Y%m%dT%H%M%S}.parquet"
+    latest = snapshot_path(settings.features_dir, PROFILE_VIEW, snaps[-1])
     ids = pd.read_parquet(latest, columns=["customer_id"])["customer_id"].tolist()
     tagger = Tagger(settings)
     missing = [n for n in ("churn", "conversion", "clv") if n not in tagger.models]
@@ -434,15 +538,14 @@ def score(
             parts.append(tagger.tags_frame(chunk))
             progress.advance(task, len(chunk))
     frame = pd.concat(parts, ignore_index=True)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp")
-    if out_file.suffix == ".csv":
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-        if csv:
-            frame.to_csv(out_file.with_suffix(".csv"), index=False)
-    tmp.replace(out_file)
+    with atomic_path(out_file) as tmp:
+        if out_file.suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+    if csv and out_file.suffix != ".csv":
+        with atomic_path(out_file.with_suffix(".csv")) as tmp:
+            frame.to_csv(tmp, index=False)
     console.print(f"{len(frame):,} customers scored -> {out_file}")
 
 

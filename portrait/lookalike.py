@@ -30,7 +30,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -44,6 +43,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from portrait.cpu import available_cores
+from portrait.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +347,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         import hnswlib
 
         pop = self._population
-        threads = threads or (1 if len(pop.ids) <= 200_000 else (os.cpu_count() or 1))
+        threads = threads or (1 if len(pop.ids) <= 200_000 else available_cores())
         started = time.perf_counter()
         index = hnswlib.Index(space="cosine", dim=pop.vectors.shape[1])
         index.init_index(
@@ -850,11 +852,8 @@ def expand_csv(
     """
     request = ExpansionRequest.from_mapping({"seed_ids": read_seed_csv(seed_csv), "size": size, **options})
     result = model.expand(request)
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
-    result.to_frame().to_csv(tmp, index=False)
-    os.replace(tmp, out_csv)
+    with atomic_path(out_csv) as tmp:
+        result.to_frame().to_csv(tmp, index=False)
     logger.info("%d lookalike customers (%s) written to %s", result.returned, result.method, out_csv)
     return result
 

@@ -15,10 +15,11 @@ tables (Feast's offline store) and, by default, MLflow artefacts stay under ``ho
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from portrait.backends import normalize_postgres_url
@@ -37,6 +38,22 @@ def _repo_root() -> Path:
 def _default_data_dir() -> Path | None:
     shared = _repo_root().parent / "shared" / "datasets"
     return shared if shared.is_dir() else None
+
+
+class ModelWindows(BaseModel):
+    """Per-model training windows (days); unset values take the catalogue's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int | None = Field(None, ge=1, description="How far ahead the model predicts.")
+    lookback_days: int | None = Field(
+        None, ge=1, description="Churn: how recent a purchase makes a customer 'active'."
+    )
+    step_days: int | None = Field(None, ge=1, description="Days between training snapshots.")
+    n_train: int | None = Field(None, ge=1, description="Training snapshots (at most).")
+    test_date: date | None = Field(
+        None, description="Out-of-time test snapshot (default: the latest whose horizon fits the data)."
+    )
 
 
 class Settings(BaseSettings):
@@ -100,6 +117,24 @@ class Settings(BaseSettings):
     def _psycopg_driver(cls, value: str | None) -> str | None:
         """Use psycopg 3 for bare ``postgresql://`` URLs (SQLAlchemy would pick the absent psycopg2)."""
         return normalize_postgres_url(value) if value else value
+
+    models: dict[str, ModelWindows] = Field(
+        default_factory=dict,
+        description='Per-model windows, e.g. PORTRAIT_MODELS=\'{"clv": {"horizon_days": 180}}\' or '
+        "PORTRAIT_MODELS__CLV__HORIZON_DAYS=180; unset values take the catalogue's defaults.",
+    )
+    required_models: list[str] | None = Field(
+        None,
+        description="Models the service must have loaded to be ready (default: every model with a champion).",
+    )
+    min_positives: int = Field(
+        100, ge=1, description="Data check: fewest positive (and negative) labels a classifier's split needs."
+    )
+    train_threads: int | None = Field(
+        None,
+        ge=1,
+        description="LightGBM threads for training; default: the cores not busy with other work.",
+    )
 
     # Serving.
     host: str = Field("127.0.0.1", description="Address the HTTP service binds to.")
@@ -204,4 +239,4 @@ def get_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
 
 
-__all__ = ["Profile", "Settings", "get_settings"]
+__all__ = ["ModelWindows", "Profile", "Settings", "get_settings"]

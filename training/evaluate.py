@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # noqa: E402 - headless backend before pyplot
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
@@ -22,6 +20,15 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
+
+
+def _pyplot():  # noqa: ANN202 - the pyplot module
+    """pyplot on the headless Agg backend, chosen when the first plot is drawn (never at import)."""
+    if matplotlib.get_backend().lower() != "agg":
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def lift_by_decile(y: np.ndarray, score: np.ndarray) -> pd.DataFrame:
@@ -91,7 +98,7 @@ def classifier_plots(y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) ->
     """ROC, precision-recall, calibration and cumulative gain / lift plots as PNG files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4))
     fpr, tpr, _ = roc_curve(y, p)
     axes[0].plot(fpr, tpr, label=f"AUC {roc_auc_score(y, p):.3f}")
     axes[0].plot([0, 1], [0, 1], "--", color="grey")
@@ -102,7 +109,7 @@ def classifier_plots(y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) ->
     axes[1].set(xlabel="recall", ylabel="precision", title=f"{title}: precision-recall")
     paths.append(_save(fig, out_dir / "roc_pr.png"))
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4))
     frac, mean = calibration_curve(y, p, n_bins=10, strategy="quantile")
     axes[0].plot(mean, frac, "o-")
     axes[0].plot([0, 1], [0, 1], "--", color="grey")
@@ -118,7 +125,7 @@ def classifier_plots(y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) ->
 
 def regressor_plots(y: np.ndarray, pred: np.ndarray, out_dir: Path, title: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = _pyplot().subplots(1, 2, figsize=(10, 4))
     lift = lift_by_decile(y, pred)
     axes[0].bar(lift.decile, lift.cumulative_gain)
     axes[0].set(xlabel="decile (by predicted value)", ylabel="share of actual value", title=f"{title}: gain")
@@ -134,14 +141,14 @@ def regressor_plots(y: np.ndarray, pred: np.ndarray, out_dir: Path, title: str) 
 
 def importance_plot(names: list[str], gains: np.ndarray, out_dir: Path, title: str) -> Path:
     order = np.argsort(gains)[-20:]
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = _pyplot().subplots(figsize=(7, 6))
     ax.barh([names[i] for i in order], gains[order])
     ax.set(xlabel="total gain", title=f"{title}: feature importance")
     return _save(fig, out_dir / "feature_importance.png")
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path

@@ -23,9 +23,8 @@ Large training sets are searched on a random sample of ``search_rows`` training 
 are then fitted once on all training rows (early-stopped on the validation customers) before step 2.
 
 Threads: LightGBM's OpenMP threads spin while they wait, so more threads than idle cores makes training
-an order of magnitude *slower* on a shared machine (measured on 2 cores under a load of 10: 200 rounds
-on 107k rows took 162 s with 2 threads, 18 s with 1). :func:`training_threads` uses the idle cores, or
-``PORTRAIT_TRAIN_THREADS``. With ``deterministic`` and column-wise histograms the model does not depend
+much *slower* on a shared machine (benchmarks/RESULTS.md, Training). :func:`training_threads` uses the
+idle cores, or ``Settings.train_threads`` (``PORTRAIT_TRAIN_THREADS``). With ``deterministic`` and column-wise histograms the model does not depend
 on the number of threads.
 """
 
@@ -33,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +42,7 @@ import optuna
 import pandas as pd
 from optuna_integration import LightGBMPruningCallback
 
+from portrait.cpu import idle_cores
 from portrait.model import PlattCalibrator, TagModel, Tiers
 from training.dataset import TrainingSet
 from training.specs import ModelSpec, TierSpec
@@ -62,7 +61,6 @@ LEARNING_RATES = (0.04, 0.3)
 EARLY_STOPPING = 50
 SEARCH_ROWS = 200_000
 """Default cap on the training rows the hyper-parameter search fits on (a random sample beyond it)."""
-THREADS_ENV = "PORTRAIT_TRAIN_THREADS"
 MIN_CALIBRATION_ROWS = 200
 """Fewer validation rows at the calibration snapshot than this: calibrate on all validation rows instead."""
 TOTAL_FACTOR_BOUNDS = (0.2, 5.0)
@@ -88,14 +86,9 @@ def categories_of(frame: pd.DataFrame, features: list[str]) -> dict[str, list[st
     return cats
 
 
-def training_threads() -> int:
-    """LightGBM threads: ``PORTRAIT_TRAIN_THREADS`` when set, else the cores not busy with other work."""
-    configured = os.environ.get(THREADS_ENV, "").strip()
-    if configured:
-        return max(1, int(configured))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    idle = cores - os.getloadavg()[0]
-    return max(1, min(cores, int(idle + 0.5)))
+def training_threads(configured: int | None = None) -> int:
+    """LightGBM threads: ``configured`` (``Settings.train_threads``) when set, else the idle cores."""
+    return max(1, configured) if configured else idle_cores()
 
 
 def _objective_params(kind: str, threads: int) -> dict[str, Any]:
@@ -232,7 +225,7 @@ def fit(
     else:
         train = _dataset(x_tr, y_tr, shell)
     valid = _dataset(x_va, y_va, shell, reference=train)
-    threads = threads or training_threads()
+    threads = training_threads(threads)
     fixed = _objective_params(spec.kind, threads)
     if spec.monotone:
         fixed["monotone_constraints"] = [spec.monotone.get(f, 0) for f in shell.features]

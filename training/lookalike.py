@@ -44,7 +44,8 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from features import store as fs
-from features.pipeline import compute_features, snapshot_label
+from features.pipeline import compute_features
+from features.tables import PROFILE_VIEW, snapshot_path
 from portrait import catalogue
 from portrait.lookalike import (
     ARTIFACT_KEY,
@@ -113,7 +114,7 @@ def load_population(
 ) -> PopulationFrame:
     """Every customer of the snapshot with the ``lookalike_v1`` features, from Feast (point in time)."""
     snapshot = snapshot or latest_snapshot(settings)
-    path = settings.features_dir / "customer_profile" / f"snapshot={snapshot_label(snapshot)}.parquet"
+    path = snapshot_path(settings.features_dir, PROFILE_VIEW, snapshot)
     ids = pd.read_parquet(path, columns=["customer_id"])["customer_id"].astype(str)
     if ids.empty:
         raise ValueError(f"no customers in the feature snapshot {snapshot.isoformat()}")
@@ -372,6 +373,31 @@ class EvalCase:
         return len(self.target_ids)
 
 
+MIN_SEED_SIZE = 10
+
+
+def adapt_seed_sizes(
+    segments: Mapping[str, np.ndarray], seed_sizes: Sequence[int], max_seed_share: float = 0.5
+) -> list[int]:
+    """``seed_sizes`` when some segment can hold one of them, else sizes scaled to the largest segment
+    (a tenth, half and all of the seed it can hold, at least :data:`MIN_SEED_SIZE`), so a small population
+    is still evaluated; unchanged (and then refused by the caller) when even that does not fit."""
+    largest = max((len(m) for m in segments.values()), default=0)
+    fits = [s for s in seed_sizes if 1 <= s <= max_seed_share * largest and largest - s >= 1]
+    if fits:
+        return list(seed_sizes)
+    most = int(max_seed_share * largest)
+    adapted = sorted({s for s in (most // 10, most // 2, most) if s >= MIN_SEED_SIZE and largest - s >= 1})
+    if adapted:
+        logger.warning(
+            "the population is too small for seed sizes %s: evaluating seeds of %s instead",
+            list(seed_sizes),
+            adapted,
+        )
+        return adapted
+    return list(seed_sizes)
+
+
 def make_cases(
     segments: Mapping[str, np.ndarray],
     seed_sizes: Sequence[int],
@@ -576,6 +602,7 @@ def train_lookalike(
     population = population or load_population(settings)
     n = len(population.frame)
     kind, segments = evaluation_segments(settings, population)
+    seed_sizes = adapt_seed_sizes(segments, seed_sizes, max_seed_share)
     val_cases = make_cases(segments, seed_sizes, random_seed=VALIDATION_SEED, max_seed_share=max_seed_share)
     test_cases = make_cases(segments, seed_sizes, random_seed=TEST_SEED, max_seed_share=max_seed_share)
     if not test_cases:

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from training.evaluate import (
 from training.fit import fit
 from training.labels import data_end, data_start
 from training.specs import ModelSpec, spec_for, tag_specs
-from training.splits import SnapshotPlan, plan_snapshots
+from training.splits import DEFAULT_STEP_DAYS, SnapshotPlan, plan_snapshots
 from training.tracking import (
     Decision,
     apply_decision,
@@ -100,6 +101,9 @@ def train_model(
             {
                 "horizon_days": spec.label.horizon_days,
                 "lookback_days": spec.label.lookback_days,
+                "step_days": plan_options.get("step_days", DEFAULT_STEP_DAYS),
+                "n_train_snapshots": len(plan.train),
+                "test_snapshot": plan.test.date().isoformat(),
                 "population": spec.label.population,
                 "trials": trials,
                 "timeout_s": timeout_s,
@@ -108,7 +112,7 @@ def train_model(
                 **{f"rows_{k}": v for k, v in ts.sizes().items()},
             }
         )
-        outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s)
+        outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads)
         model = outcome.model
         model.metadata["plan"] = plan.as_dict()
         if {"recency_days", "orders_365d", "spend_365d"} <= set(ts.train.columns):
@@ -214,16 +218,42 @@ def _log_artifacts(ts: TrainingSet, model: TagModel, outcome: Any, spec: ModelSp
     mlflow.log_dict({"features": ts.features}, "feature_list.json")
 
 
+WINDOW_OPTIONS = ("horizon_days", "lookback_days", "step_days", "n_train", "test_date")
+
+
+def resolve(settings: Settings, name: str, **overrides: Any) -> tuple[ModelSpec, dict[str, Any]]:
+    """Model ``name``'s spec and snapshot-plan options: the catalogue's defaults, then
+    ``settings.models[name]``, then ``overrides`` (None values ignored). Other plan options
+    (e.g. ``min_history_days``) pass through."""
+    configured = settings.models[name].model_dump(exclude_none=True) if name in settings.models else {}
+    windows = configured | {k: v for k, v in overrides.items() if v is not None}
+    spec = spec_for(
+        name, horizon_days=windows.get("horizon_days"), lookback_days=windows.get("lookback_days")
+    )
+    plan_options = {
+        k: v for k, v in windows.items() if k not in ("horizon_days", "lookback_days", "test_date")
+    }
+    if windows.get("test_date") is not None:
+        day = windows["test_date"]
+        plan_options["test_at"] = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return spec, plan_options
+
+
 def train_named(
-    settings: Settings, name: str, *, trials: int = 20, timeout_s: float | None = None, **plan_options: Any
+    settings: Settings, name: str, *, trials: int = 20, timeout_s: float | None = None, **overrides: Any
 ) -> Any:
-    """Train catalogue model ``name`` of any kind (tag model or lookalike); returns its outcome."""
+    """Train catalogue model ``name`` of any kind (tag model or lookalike); returns its outcome.
+
+    ``overrides`` are windows (``horizon_days``, ``lookback_days``, ``step_days``, ``n_train``,
+    ``test_date``) or other snapshot-plan options for a tag model; see :func:`resolve`.
+    """
     entry = catalogue.get(name)
     if entry.kind == "lookalike":
         from training.lookalike import train_lookalike
 
         return train_lookalike(settings, trials=trials)
-    return train_model(settings, spec_for(name), trials=trials, timeout_s=timeout_s, **plan_options)
+    spec, plan_options = resolve(settings, name, **overrides)
+    return train_model(settings, spec, trials=trials, timeout_s=timeout_s, **plan_options)
 
 
 def train_many(
@@ -241,6 +271,7 @@ __all__ = [
     "evaluate",
     "fs",
     "plan_for",
+    "resolve",
     "spec_for",
     "tag_specs",
     "train_many",
