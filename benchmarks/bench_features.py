@@ -4,8 +4,9 @@ The goal (a benchmark, not a timed test): the three feature tables of one snapsh
 2 cores, peak memory reported. One run does, on the same machine and under the same load:
 
 1. **Data**: ``--customers`` synthetic customers (``features.synth``, about 10 transactions and 50 events
-   each), validated into the workspace's clean dir. An existing ``--workdir`` built with the same
-   ``--customers`` and ``--seed`` is reused (generating and validating 1M customers takes ~3 minutes).
+   each), generated and validated into the workspace's clean dir by ``portrait.workflow.synthesize``
+   (the workflow's data step). An existing ``--workdir`` built with the same ``--customers`` and
+   ``--seed`` is reused (generating and validating 1M customers takes ~3 minutes).
 2. **Features**: ``compute_features(clean_dir, out_dir, [T])`` for the snapshot ``T`` at the end of the
    data, ``--runs`` times.
 3. **Baseline**: a plain DuckDB SQL aggregation of the same transactions and events by customer (counts,
@@ -274,9 +275,11 @@ def measure(step: str, args: argparse.Namespace, home: Path, runs: int) -> Timin
 
 
 def prepare_data(home: Path, customers: int, seed: int) -> dict[str, int]:
-    """Generate and validate the synthetic inputs unless the workspace already holds them."""
-    from features.synth import SynthConfig, generate
-    from features.validate import validate_workspace
+    """Generate and validate the synthetic inputs (:func:`portrait.workflow.synthesize`) unless the
+    workspace already holds them; the accepted rows come from the validation report it writes."""
+    from features.synth import SynthConfig
+    from features.validate import ValidationReport
+    from portrait import workflow
     from portrait.settings import Settings
 
     settings = Settings(home=home)
@@ -290,11 +293,10 @@ def prepare_data(home: Path, customers: int, seed: int) -> dict[str, int]:
     settings.ensure_dirs()
     config = SynthConfig(n_customers=customers, seed=seed)
     started = time.perf_counter()
-    generate(config, settings.raw_dir)
-    generated = time.perf_counter() - started
-    report = validate_workspace(settings, now=config.end)
-    rows = {name: table.accepted for name, table in report.tables.items()}
+    generated = workflow.synthesize(settings, config).seconds
     validated = time.perf_counter() - started - generated
+    report = ValidationReport.model_validate_json((settings.reports_dir / "validation.json").read_text())
+    rows = {name: table.accepted for name, table in report.tables.items()}
     print(f"data: generated in {generated:.0f} s, validated in {validated:.0f} s")
     marker.write_text(json.dumps({**wanted, "rows": rows}))
     return rows

@@ -3,11 +3,12 @@
 Three parts, one run; figures are printed and written to the ``## Lookalike`` section of
 ``benchmarks/RESULTS.md`` (only that section is replaced):
 
-1. **Quality on synthetic segments**: ``--quality-customers`` synthetic customers through the whole
-   pipeline (synth -> validate -> features -> Feast ``lookalike_v1``); Optuna-tuned on validation seeds,
-   then seeds of 100 / 1,000 / 10,000 drawn from each latent segment (at most half of it), audience =
-   the rest of the segment; precision, recall and lift of the model vs the baseline (cosine to the
-   seed's mean over standardised features). Medians over segments.
+1. **Quality on synthetic segments**: ``--quality-customers`` synthetic customers through the
+   workflow's data and feature steps (``portrait.workflow.synthesize`` -> ``build_features``), read
+   through Feast ``lookalike_v1``; Optuna-tuned on validation seeds, then seeds of 100 / 1,000 / 10,000
+   drawn from each latent segment (at most half of it), audience = the rest of the segment; precision,
+   recall and lift of the model vs the baseline (cosine to the seed's mean over standardised features).
+   Medians over segments.
 2. **Scale**: 1M customers. Building 1M customers' features is slow, so the 1M vectors are the quality
    population's real embeddings resampled with a small jitter (same dimensionality and cluster
    structure; segment labels carried over). Index build time and peak memory; 1,000-seed -> 10,000
@@ -89,10 +90,10 @@ def mb(n_bytes: float) -> float:
 
 
 def synthetic_workspace(home: Path, customers: int, seed: int = 0) -> Settings:
-    """A synthetic workspace with one feature snapshot at END (reused when already built)."""
-    from features.pipeline import compute_features
-    from features.synth import SynthConfig, generate
-    from features.validate import validate_workspace
+    """A synthetic workspace with one feature snapshot at END (reused when already built): the workflow's
+    data and feature steps (``synthesize`` -> ``build_features``, Feast apply included)."""
+    from features.synth import SynthConfig
+    from portrait import workflow
 
     settings = Settings(home=home)
     marker = settings.features_dir / "customer_profile" / "snapshot=20250101T000000.parquet"
@@ -101,12 +102,9 @@ def synthetic_workspace(home: Path, customers: int, seed: int = 0) -> Settings:
         return settings
     settings.ensure_dirs()
     started = time.perf_counter()
-    generate(
-        SynthConfig(n_customers=customers, seed=seed, start=END - timedelta(days=730), end=END),
-        settings.raw_dir,
-    )
-    validate_workspace(settings, now=END)
-    compute_features(settings.clean_dir, settings.features_dir, [END])
+    config = SynthConfig(n_customers=customers, seed=seed, start=END - timedelta(days=730), end=END)
+    workflow.synthesize(settings, config)  # validated as of config.end = END
+    workflow.build_features(settings, [END])
     logger.info("synthetic workspace of %d customers in %.0fs", customers, time.perf_counter() - started)
     return settings
 
@@ -243,7 +241,7 @@ def online_retail(
     except ImportError:
         logger.warning("features.loaders is not available: Online Retail skipped")
         return None
-    from features.validate import validate_workspace
+    from portrait import workflow
 
     source_dir = Settings().data_dir
     source = source_dir / "online_retail.parquet" if source_dir else None
@@ -254,7 +252,8 @@ def online_retail(
     settings.ensure_dirs()
     if not (settings.clean_dir / "transactions.parquet").exists():
         load_online_retail(source, settings.raw_dir)
-        validate_workspace(settings)
+        workflow.validate(settings)
+        workflow.build_features(settings)  # the serving snapshot: the day after the last activity
     population = load_population(settings, snapshot=latest_snapshot(settings))
     segments = behavioural_segments(population, settings.clean_dir)
     table, _, info = quality(population, segments, seed_sizes, trials)

@@ -4,8 +4,9 @@ The ``/v1/tags`` goal for a 1,000-customer request is 150 ms; this measures the 
 ``get_online_features`` alone, on both online stores. It takes an existing local workspace (``--home``,
 e.g. the one ``bench_serving.py`` builds, with the SQLite online store materialized), registers the same
 Feast repo in the production profile (SQL registry in a fresh PostgreSQL database, Redis under its own
-key prefix), materializes the newest snapshot into Redis, then times ``get_online_features`` for the
-``churn_v1`` FeatureService on random batches of ``--batch`` known customers, alternating the stores call
+key prefix), publishes the newest snapshot into Redis (``portrait.workflow.publish``), then times
+``get_online_features`` for the FeatureService of catalogue model ``--model`` (default ``churn``:
+``churn_v1``) on random batches of ``--batch`` known customers, alternating the stores call
 by call so load on the shared machine hits both alike. The Redis keys and the database are removed
 afterwards.
 
@@ -22,7 +23,7 @@ import statistics
 import sys
 import time
 import warnings
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,7 @@ def main() -> None:
     from results import publish
 
     from features import store as fs
+    from portrait import catalogue, workflow
     from portrait.backends import drop_postgres_database, ensure_postgres_database
     from portrait.settings import Settings
 
@@ -48,6 +50,9 @@ def main() -> None:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--key-prefix", default="bench_read", help="Feast project suffix in Redis.")
+    parser.add_argument(
+        "--model", default="churn", choices=catalogue.names(), help="Catalogue model whose service is read."
+    )
     parser.add_argument("--batch", type=int, default=1000, help="Customers per read.")
     parser.add_argument("--reps", type=int, default=20, help="Timed reads per store (after 2 warm-up reads).")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
@@ -66,16 +71,17 @@ def main() -> None:
     )
     ensure_postgres_database(prod.postgres_url)
     try:
-        fs.apply(prod)
+        fs.apply(prod)  # register only: workflow.build_features would also recompute the features
         started = time.perf_counter()
-        fs.materialize(prod, end=max(fs.snapshots_on_disk(local)) + timedelta(days=1))
+        workflow.publish(prod, max(fs.snapshots_on_disk(local)))  # materialize up to the day after it
         materialize_s = time.perf_counter() - started
         view_dir = args.home / "data" / "features" / "customer_transactions"
         ids = pd.read_parquet(
             sorted(view_dir.glob("*.parquet"))[-1], columns=["customer_id"]
         ).customer_id.tolist()
         stores = {"sqlite": fs.feature_store(local), "redis": fs.feature_store(prod)}
-        service = stores["sqlite"].get_feature_service("churn_v1")
+        service_name = catalogue.get(args.model).feature_service
+        service = stores["sqlite"].get_feature_service(service_name)
         refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections for f in p.features]
         rng = random.Random(0)
         times: dict[str, list[float]] = {name: [] for name in stores}
@@ -104,12 +110,13 @@ def main() -> None:
     lines = [
         SECTION,
         "",
-        f"`python benchmarks/bench_online_read.py --home {args.home} --reps {args.reps}` on "
+        f"`python benchmarks/bench_online_read.py --home {args.home} --reps {args.reps}"
+        f"{'' if args.model == 'churn' else f' --model {args.model}'}` on "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {os.cpu_count()} CPUs, 1/5/15-min load average "
         f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start, {'/'.join(f'{x:.1f}' for x in load_end)} "
         "at the end (shared machine).",
         "",
-        f"Feast `get_online_features` of the `churn_v1` FeatureService ({len(refs)} features, 3 views) for "
+        f"Feast `get_online_features` of the `{service_name}` FeatureService ({len(refs)} features, 3 views) for "
         f"{args.batch:,} random known customers of the {len(ids):,} in the workspace, {args.reps} reads per "
         "store after 2 warm-up reads, the stores alternating call by call. Redis: the shared local server, "
         f"loaded by a full materialization of the same snapshot first ({materialize_s:.1f} s).",

@@ -2,9 +2,9 @@
 
 One run, same machine, same data, side by side:
 
-1. **Data**: a ``--base-customers`` synthetic workspace through the real pipeline (synth -> validate ->
-   features), with churn, conversion and clv models trained on it (``trials=1``) into a SQLite MLflow
-   store. The serving snapshot's three feature tables are then tiled to ``--customers`` customers (new
+1. **Data**: a ``--base-customers`` synthetic workspace built by ``portrait.workflow.build_workspace``
+   (synth -> validate -> features + Feast apply -> train; no materialization), with every tag model of
+   the catalogue (churn, conversion, clv) trained on it (``trials=1``) into a SQLite MLflow store. The serving snapshot's three feature tables are then tiled to ``--customers`` customers (new
    ids, same rows repeated): materialization cost depends on rows and columns, not on their realism,
    and building 1M customers' features through the pipeline takes far longer than loading them.
 2. **Materialization**: ``features.store.apply`` + a full ``features.store.materialize`` of that snapshot,
@@ -50,14 +50,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from features.feast_repo.feature_services import TAG_MODELS  # noqa: E402
+from portrait import catalogue  # noqa: E402
 from portrait.settings import Settings  # noqa: E402
 
 logger = logging.getLogger("bench_production")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 END = datetime(2025, 1, 1, tzinfo=UTC)
 SNAPSHOT = END + timedelta(days=1)
-VIEWS = ("customer_profile", "customer_transactions", "customer_behaviour")
+VIEWS = catalogue.ALL_VIEWS
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -140,13 +140,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
 # ---- 1. data ---------------------------------------------------------------------------------------------
 
 
+def tag_model_names() -> list[str]:
+    """The models ``/v1/tags`` serves, from the catalogue."""
+    return [entry.name for entry in catalogue.tag_models()]
+
+
 def build_base(args: argparse.Namespace) -> Path:
-    """The real-pipeline workspace and its trained models (reused when ``--workdir`` already has them)."""
-    from features import store as fs
-    from features.pipeline import compute_features
-    from features.synth import SynthConfig, generate
-    from features.validate import validate_workspace
-    from training.train import SPECS, train_model
+    """The workflow's workspace and its trained tag models (reused when ``--workdir`` already has them)."""
+    from features.synth import SynthConfig
+    from portrait.workflow import build_workspace
 
     workdir = Path(args.workdir)
     home = workdir / "base"
@@ -161,17 +163,19 @@ def build_base(args: argparse.Namespace) -> Path:
         mlflow_tracking_uri=tracking_uri(workdir),
         mlflow_artifact_root=(workdir / "artifacts").as_uri(),
     )
-    settings.ensure_dirs()
     started = time.perf_counter()
-    generate(
-        SynthConfig(n_customers=args.base_customers, seed=17, start=END - timedelta(days=3 * 365), end=END),
-        settings.raw_dir,
+    build_workspace(
+        settings,
+        synth=SynthConfig(
+            n_customers=args.base_customers, seed=17, start=END - timedelta(days=3 * 365), end=END
+        ),  # validated as of END
+        models=tag_model_names(),
+        trials=1,
+        materialize=False,  # the tiled copy of the snapshot is what gets materialized, into each store
+        snapshot=SNAPSHOT,
+        n_train=2,
+        step_days=60,
     )
-    validate_workspace(settings, now=END)
-    compute_features(settings.clean_dir, settings.features_dir, [SNAPSHOT])
-    fs.apply(settings)
-    for name in TAG_MODELS:
-        train_model(settings, SPECS[name](), trials=1, n_train=2, step_days=60)
     done.write_text(json.dumps({"customers": args.base_customers}))
     logger.info("base workspace and models ready in %.0f s", time.perf_counter() - started)
     return home
@@ -295,7 +299,7 @@ def tagger_latency(args: argparse.Namespace, ids: list[str]) -> dict[str, dict[s
 
     taggers = {store: Tagger(store_settings(args, store)) for store in ("sqlite", "redis")}
     for store, tagger in taggers.items():
-        missing = [n for n in TAG_MODELS if n not in tagger.models]
+        missing = [n for n in tag_model_names() if n not in tagger.models]
         if missing:
             raise RuntimeError(f"{store}: models not loaded: {missing} ({tagger.load_errors})")
         for cid in ids[: args.warmup]:
@@ -469,7 +473,7 @@ def section(args: argparse.Namespace, fig: dict[str, Any]) -> str:
         ),
         "",
         f"### `/v1/tags` latency, one customer per call ({fig['latency']['sqlite']['features']} online "
-        "features, churn + conversion + clv)",
+        f"features, {' + '.join(tag_model_names())})",
         "",
         f"In-process `Tagger.tags([id])`: {args.requests:,} calls per store after {args.warmup} warm-up "
         "calls, random known customers, the two stores' calls alternating in one process; 'online read' "

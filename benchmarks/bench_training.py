@@ -1,15 +1,18 @@
 """Training benchmark: the quality targets of the training issue, with baselines, and training at scale.
 
 Every part runs in its own temporary workspace (``Settings(home=tmp)`` with a private SQLite MLflow
-store: never the repository's ``mlruns/`` or ``data/``) and trains through the production path
-(``build_training_set`` + ``train_model``: Feast point-in-time frames, Optuna + LightGBM, MLflow
-registry). Parts (``--part``, default ``all``):
+store: never the repository's ``mlruns/`` or ``data/``), prepared through :mod:`portrait.workflow`
+(``synthesize`` / ``validate``), and trains through the production path (``build_training_set`` +
+``train_model``: Feast point-in-time frames, Optuna + LightGBM, MLflow registry); the models and their
+specs come from the catalogue (:func:`portrait.catalogue.tag_models`, :func:`training.specs.spec_for`).
+Parts (``--part``, default ``all``):
 
-* ``synthetic`` -- ``--synthetic-customers`` customers of :mod:`features.synth` over four years. Churn
-  (90 days), conversion (30 days) and CLV (365 days) on their default snapshot plans; on the same
-  customers of the out-of-time test snapshot, the model is compared with the generator's Bayes-optimal
-  scores (:func:`features.synth.true_scores`): AUC ratio model / truth for churn and conversion (target
-  >= 0.97), Spearman ratio for CLV (target >= 0.95; truth = ``expected_value``).
+* ``synthetic`` -- ``--synthetic-customers`` customers of :mod:`features.synth` over four years. Every
+  tag model of the catalogue (churn 90 days, conversion 30 days, CLV 365 days) on its default snapshot
+  plan; on the same customers of the out-of-time test snapshot, the model is compared with the
+  generator's Bayes-optimal scores (:func:`features.synth.true_scores`): AUC ratio model / truth for the
+  classifiers (target >= 0.97), Spearman ratio for the regressor (target >= 0.95; truth =
+  ``expected_value``).
 * ``retail`` -- UCI Online Retail churn: test snapshot 2011-09-09, 90-day window, customers with a
   purchase in the prior 365 days, trained on earlier snapshots only. Baseline side by side: a logistic
   regression on log recency, log 365-day orders and log 365-day spend, fitted on the same labelled rows
@@ -18,7 +21,7 @@ registry). Parts (``--part``, default ``all``):
   spend in the next 182 days, trained on earlier cut-offs. Baseline side by side: BG/NBD + Gamma-Gamma
   fitted on the same data through the ``lifetimes`` library (optional dependency group ``btyd``;
   skipped with a note when absent). Target: beat it on MAE and normalised Gini, total within 10 %.
-* ``scale`` -- all three models with ``--scale-trials`` Optuna trials each on ``--scale-customers``
+* ``scale`` -- every tag model with ``--scale-trials`` Optuna trials each on ``--scale-customers``
   synthetic customers: wall time and peak memory. Data preparation and training each run in a fresh
   child process (this script with ``--step``) so their peak RSS is their own; when fewer than 100,000
   customers are used the figures are extrapolated linearly to 100,000 and labelled so.
@@ -60,6 +63,10 @@ SYNTH_END = datetime(2025, 1, 1, tzinfo=UTC)
 RETAIL_TEST = datetime(2011, 9, 9, tzinfo=UTC)
 CDNOW_TEST = datetime(1997, 10, 1, tzinfo=UTC)
 CDNOW_HORIZON = 182
+RETAIL_MODEL = "churn"  # the catalogue model each real dataset's part trains
+CDNOW_MODEL = "clv"
+TRUTH_COLUMNS = {"churn": "p_churn", "conversion": "p_convert", "clv": "expected_value"}
+"""The column of :func:`features.synth.true_scores` that is the truth of each label kind."""
 SCALE_REFERENCE = 100_000
 ISSUE_BASELINES = {
     "retail_rfm_auc": 0.735,
@@ -113,10 +120,12 @@ def data_dir() -> Path:
 
 
 def prepare_synthetic(home: Path, customers: int, seed: int) -> Any:
-    """Generate, validate and register a synthetic workspace (reused when already complete)."""
+    """Generate and validate (``workflow.synthesize``) and register a synthetic workspace (reused when
+    already complete). Only the Feast definitions are applied: the feature snapshots the plans need are
+    computed while training, as before."""
     from features import store as fs
-    from features.synth import SynthConfig, generate
-    from features.validate import validate_workspace
+    from features.synth import SynthConfig
+    from portrait import workflow
 
     settings = workspace(home)
     marker = home / "prepared.json"
@@ -129,18 +138,18 @@ def prepare_synthetic(home: Path, customers: int, seed: int) -> Any:
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return settings
     config = SynthConfig(n_customers=customers, seed=seed, start=SYNTH_START, end=SYNTH_END)
-    generate(config, settings.raw_dir)
-    validate_workspace(settings, now=SYNTH_END)
-    fs.apply(settings)
+    workflow.synthesize(settings, config)  # validated as of config.end = SYNTH_END
+    fs.apply(settings)  # workflow.build_features would also compute the serving snapshot's features
     marker.write_text(json.dumps(wanted))
     return settings
 
 
 def prepare_real(home: Path, dataset: str) -> Any:
-    """Load a real dataset through its loader, validate it and register the Feast definitions."""
+    """Load a real dataset through its loader, validate it (``workflow.validate``) and register the Feast
+    definitions."""
     from features import store as fs
     from features.loaders import load_cdnow, load_online_retail
-    from features.validate import validate_workspace
+    from portrait import workflow
 
     settings = workspace(home)
     source = data_dir()
@@ -150,7 +159,7 @@ def prepare_real(home: Path, dataset: str) -> Any:
     else:
         load_cdnow(source / "cdnow_master.txt", settings.raw_dir)
         now = datetime(1999, 1, 1, tzinfo=UTC)
-    validate_workspace(settings, now=now)
+    workflow.validate(settings, now=now)
     fs.apply(settings)
     return settings
 
@@ -200,12 +209,12 @@ def metrics_of(trained: Trained, prefix: str = "test_") -> dict[str, float]:
 
 
 def part_synthetic(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Train the three tag models on synthetic data and compare them with the true probabilities."""
+    """Train every tag model on synthetic data and compare it with the true probabilities / values."""
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
 
     from features.synth import history_before, true_scores
-    from training import churn, clv, conversion
+    from training.specs import tag_specs
 
     print(f"synthetic: {args.synthetic_customers:,} customers, {args.trials} trials")
     started = time.perf_counter()
@@ -213,11 +222,11 @@ def part_synthetic(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     prepared = time.perf_counter() - started
     truth = pd.read_parquet(settings.raw_dir / "truth.parquet")
     rows: list[dict[str, Any]] = []
-    for spec in (churn.spec(), conversion.spec(), clv.spec()):
+    for spec in tag_specs().values():
         trained = train(settings, spec, args.trials)
         plan = trained.ts.plan
-        horizons = {"churn_horizon_days": 90, "conversion_horizon_days": 30, "clv_horizon_days": 365}
-        horizons[f"{spec.name}_horizon_days"] = plan.horizon_days
+        kind = spec.label.target  # the truth's horizon and column are those of the model's label kind
+        horizons = {f"{kind}_horizon_days": plan.horizon_days}
         scores = true_scores(truth, history_before(settings.raw_dir, plan.test), plan.test, **horizons)
         test = trained.ts.test.merge(scores, on="customer_id", how="left", validate="one_to_one")
         if test["p_alive"].isna().any():
@@ -231,8 +240,8 @@ def part_synthetic(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "rows": trained.ts.sizes(),
             "seconds": trained.seconds,
         }
+        truth_col = TRUTH_COLUMNS[kind]
         if spec.kind == "classifier":
-            truth_col = "p_churn" if spec.name == "churn" else "p_convert"
             row |= {
                 "metric": "AUC",
                 "model_value": float(roc_auc_score(y, predicted)),
@@ -246,12 +255,12 @@ def part_synthetic(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             row |= {
                 "metric": "Spearman",
                 "model_value": float(spearmanr(y, predicted).statistic),
-                "truth_value": float(spearmanr(y, test["expected_value"]).statistic),
+                "truth_value": float(spearmanr(y, test[truth_col]).statistic),
                 "target": TARGETS["synthetic_spearman_ratio"],
                 "normalized_gini": metrics_of(trained)["normalized_gini"],
-                "truth_gini": _gini(y, test["expected_value"].to_numpy()),
+                "truth_gini": _gini(y, test[truth_col].to_numpy()),
                 "total_ratio": float(predicted.sum() / y.sum()),
-                "truth_total_ratio": float(test["expected_value"].sum() / y.sum()),
+                "truth_total_ratio": float(test[truth_col].sum() / y.sum()),
             }
         row["ratio"] = row["model_value"] / row["truth_value"]
         rows.append(row)
@@ -336,12 +345,12 @@ def in_period_auc(ts: Any, folds: int = 5, seed: int = 0) -> float:
 
 def part_retail(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Churn on UCI Online Retail at 2011-09-09 against the RFM logistic regression."""
-    from training import churn
+    from training.specs import spec_for
     from training.train import plan_for
 
     print(f"retail: churn, test snapshot {RETAIL_TEST:%Y-%m-%d}, {args.trials} trials")
     settings = prepare_real(root / "retail", "retail")
-    spec = churn.spec(horizon_days=90, lookback_days=365)
+    spec = spec_for(RETAIL_MODEL, horizon_days=90, lookback_days=365)
     plan = plan_for(settings, spec, test_at=RETAIL_TEST)
     trained = train(settings, spec, args.trials, plan)
     baseline = rfm_baseline(trained.ts)
@@ -419,15 +428,15 @@ def _window_spend(purchases: pd.DataFrame, start: datetime, days: int, ids: pd.I
 
 def part_cdnow(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """CLV on CDNOW at the 1997-09-30 cut-off against BG/NBD + Gamma-Gamma."""
-    from training import clv
     from training.evaluate import evaluate_regressor
+    from training.specs import spec_for
     from training.train import plan_for
 
     print(
         f"cdnow: CLV, data up to {CDNOW_TEST:%Y-%m-%d} (exclusive), {CDNOW_HORIZON} days, {args.trials} trials"
     )
     settings = prepare_real(root / "cdnow", "cdnow")
-    spec = clv.spec(horizon_days=CDNOW_HORIZON)
+    spec = spec_for(CDNOW_MODEL, horizon_days=CDNOW_HORIZON)
     plan = plan_for(settings, spec, test_at=CDNOW_TEST)
     trained = train(settings, spec, args.trials, plan)
     test = trained.ts.test
@@ -496,7 +505,7 @@ def peak_rss_mib() -> float:
 
 def run_step(args: argparse.Namespace) -> None:
     """Child process of the scale part: ``prepare`` or ``train``; prints one JSON line."""
-    from training import churn, clv, conversion
+    from training.specs import tag_specs
 
     home = Path(args.step_home)
     started = time.perf_counter()
@@ -506,7 +515,7 @@ def run_step(args: argparse.Namespace) -> None:
     else:
         settings = workspace(home)
         out = {"models": {}}
-        for spec in (churn.spec(), conversion.spec(), clv.spec()):
+        for spec in tag_specs().values():
             trained = train(settings, spec, args.scale_trials)
             out["models"][spec.name] = {
                 "seconds": trained.seconds,
@@ -539,7 +548,7 @@ def child(args: argparse.Namespace, step: str, home: Path) -> dict[str, Any]:
 
 
 def part_scale(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Prepare ``--scale-customers`` synthetic customers, then train the three models, in child processes."""
+    """Prepare ``--scale-customers`` synthetic customers, then train every tag model, in child processes."""
     print(f"scale: {args.scale_customers:,} customers, {args.scale_trials} trials per model")
     home = root / "scale"
     load_before = os.getloadavg()
@@ -702,8 +711,9 @@ def _cdnow_lines(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
 def _scale_lines(res: dict[str, Any]) -> list[str]:
     prep, tr = res["prepare"], res["train"]
     n = res["customers"]
+    models = " + ".join(tr["models"])  # the tag models trained, in catalogue order
     lines = [
-        f"### Scale: three models, {res['trials']} trials each, {n:,} synthetic customers",
+        f"### Scale: {len(tr['models'])} models, {res['trials']} trials each, {n:,} synthetic customers",
         "",
         f"Load average {res['load_before']} before, {res['load_after']} after.",
         "",
@@ -711,7 +721,7 @@ def _scale_lines(res: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|",
         f"| generate + validate + Feast apply | {prep['seconds']:.0f} s | {prep['cpu_seconds']:.0f} s "
         f"| {prep['peak_rss_mib']:,.0f} MiB |",
-        f"| train churn + conversion + CLV | {tr['seconds']:.0f} s | {tr['cpu_seconds']:.0f} s "
+        f"| train {models} | {tr['seconds']:.0f} s | {tr['cpu_seconds']:.0f} s "
         f"| {tr['peak_rss_mib']:,.0f} MiB |",
         "",
         "| model | rows train/val/test | frames | total | test metric |",

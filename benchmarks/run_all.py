@@ -1,7 +1,9 @@
 """Run every benchmark script in turn; each writes its own section of benchmarks/RESULTS.md.
 
-Usage: ``python benchmarks/run_all.py [--quick]`` (``--quick`` passes smaller sizes where supported).
-The machines have 2 cores: run benchmarks one at a time, on an otherwise idle machine.
+Usage: ``python benchmarks/run_all.py [--only bench_features.py ...]``; each script runs with its defaults
+(there is no quick mode here: pass smaller sizes to a script directly). ``bench_online_read.py`` is not
+in the list: it reads an existing workspace (``--home``). The machines have 2 cores: run benchmarks one
+at a time, on an otherwise idle machine.
 """
 
 from __future__ import annotations

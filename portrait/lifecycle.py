@@ -73,9 +73,12 @@ def rfm_segment(
     spend_365d: float | None,
     edges: dict[str, list[float]],
 ) -> tuple[str, str]:
-    """(segment name, 'RFM' score string such as '545'); 'no purchases' for customers who never bought."""
-    if _missing(recency_days) or not orders_365d:
+    """(segment name, 'RFM' score string such as '545'); 'no purchases' / '000' for customers who never
+    bought, 'lost' / '111' for lapsed buyers (a purchase, but none in the last 365 days)."""
+    if _missing(recency_days):
         return ("no purchases", "000")
+    if _missing(orders_365d) or not orders_365d:
+        return ("lost", "111")
     r = _score(float(recency_days), edges.get("recency", []), reverse=True)
     f = _score(float(orders_365d), edges.get("frequency", []))
     m = _score(float(spend_365d or 0.0), edges.get("monetary", []))

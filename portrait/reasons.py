@@ -82,8 +82,26 @@ def _trend(value: float) -> str:
 
 UNKNOWN_PHRASES = {
     "recency_days": "no purchase yet",
+    "first_purchase_days": "no purchase yet",
     "days_since_last_event": "no visits yet",
+    "first_event_days": "no visits yet",
     "days_since_last_cart": "never added to cart",
+    "avg_order_value": "no orders yet",
+    "avg_order_value_365d": "no orders in the last year",
+    "ipt_mean_days": "no repeat purchase yet",
+    "ipt_std_days": "too few purchases to measure the gaps between them",
+    "return_rate_365d": "no purchases in the last year",
+    "view_to_cart_rate_90d": "no product views in the last 90 days",
+    "cart_to_purchase_rate_90d": "no add-to-carts in the last 90 days",
+    "campaign_response_90d": "no campaign clicks in the last 90 days",
+    "orders_trend_30d": "no orders to compare",
+    "spend_trend_30d": "no spend to compare",
+    "events_trend_30d": "no activity to compare",
+    "expected_events_missed": "no visit pattern yet",
+    "region": "region not given",
+    "gender": "gender not given",
+    "age_band": "age band not given",
+    "channel": "acquisition channel not given",
 }
 
 _FORMATS: dict[str, Callable[[float], str]] = {"v": _fmt, "p": lambda n: f"{n:.0%}", "s": _trend}
@@ -97,7 +115,7 @@ def _missing(value: Any) -> bool:
 def phrase(feature: str, value: Any) -> str:
     """The feature's value in words, e.g. ``last purchase 143 days ago``."""
     if _missing(value):
-        return UNKNOWN_PHRASES.get(feature, f"{feature.replace('_', ' ')} unknown")
+        return UNKNOWN_PHRASES.get(feature) or _unknown(feature)
     return _phraser(feature)(value)
 
 
@@ -119,6 +137,21 @@ def describer(feature: str, target: str, raises: bool) -> Callable[[Any], str]:
         return unknown if _missing(value) else say(value) + suffix
 
     return text
+
+
+def _unknown(feature: str) -> str:
+    """A missing value in words, without the feature's column name (e.g. ``nothing spent in total``)."""
+    template = PHRASES.get(feature)
+    stem, _, window = feature.rpartition("_")
+    if template is None and stem in WINDOW_PHRASES and window.endswith("d") and window[:-1].isdigit():
+        template = WINDOW_PHRASES[stem].replace("{w}", window[:-1])
+    if template is None:
+        return "not known"
+    if template.startswith("{v} spent"):
+        return template.replace("{v} spent", "nothing spent")
+    if template.startswith("{v} "):
+        return template.replace("{v}", "no", 1)
+    return "not known: " + _FIELD.sub("…", template)
 
 
 @lru_cache(maxsize=1024)

@@ -82,6 +82,13 @@ def _customer_tags_model() -> type[BaseModel]:
             dict[str, str],
             Field(default_factory=dict, description="Registered model versions used."),
         ),
+        "unavailable": (
+            dict[str, str],
+            Field(
+                default_factory=dict,
+                description="Tag fields left empty because their model is not served, with the reason.",
+            ),
+        ),
         "features_timestamp": (
             datetime | None,
             Field(None, description="Snapshot time of the features used."),

@@ -80,6 +80,7 @@ class Tagger:
         self.lookalike: LookalikeModel | None = None
         self.infos: dict[str, ModelInfo] = {}
         self.load_errors: dict[str, str] = {}
+        self.unregistered: set[str] = set()  # catalogue models without a champion (not an error by default)
         self.store_error: str | None = None
         self.store: FeatureStore | None = None
         self._refs: list[str] = []
@@ -122,8 +123,10 @@ class Tagger:
                 mv = client.get_model_version_by_alias(name, CHAMPION)
             except MlflowException:
                 self.load_errors[name] = (
-                    f"no champion version of model '{name}' is registered (run `portrait train`)"
+                    f"no champion version of model '{name}' is registered (run `portrait data check {name}`, "
+                    f"then `portrait train {name}`)"
                 )
+                self.unregistered.add(name)
                 continue
             try:
                 model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model()
@@ -197,9 +200,29 @@ class Tagger:
             self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
         return self.store_error
 
+    def required(self) -> list[str]:
+        """The models that must be loaded for readiness: ``settings.required_models``, else every catalogue
+        model with a champion (a model never trained is reported, not required)."""
+        if self.settings.required_models is not None:
+            return list(self.settings.required_models)
+        return [n for n in catalogue.names() if n not in self.unregistered]
+
+    def missing(self) -> dict[str, str]:
+        """Catalogue models not being served, with the reason."""
+        return {n: self.load_errors[n] for n in catalogue.names() if n in self.load_errors}
+
     def readiness(self) -> list[str]:
-        """Reasons the service cannot answer (empty when ready)."""
-        reasons = [self.load_errors[n] for n in catalogue.names() if n in self.load_errors]
+        """Reasons the service cannot answer (empty when ready): a required model is not loaded, no tag
+        model is loaded at all, or the online store does not answer."""
+        reasons = [
+            self.load_errors.get(n, f"required model '{n}' is not in the catalogue")
+            for n in self.required()
+            if n in self.load_errors or n not in catalogue.names()
+        ]
+        if not self.models and not reasons:
+            reasons.append(
+                "no tag model has a champion: run `portrait data check`, then `portrait train all`"
+            )
         store = self.check_store()
         if store:
             reasons.append(store)
@@ -430,6 +453,11 @@ class Tagger:
         stamps = known["_features_ts"].tolist()
         segment = results.get(catalogue.SEGMENT_MODEL)
         segment_tiers = segment[1] if segment is not None else None
+        unavailable = {
+            e.response_field: self.load_errors.get(e.name, "not loaded")
+            for e in catalogue.tag_models()
+            if e.name not in self.models and e.response_field
+        }
         rows: list[dict[str, Any]] = []
         k = 0
         for i, cid in enumerate(customer_ids):
@@ -439,6 +467,8 @@ class Tagger:
                 )
                 continue
             row: dict[str, Any] = {"customer_id": cid, "found": True, "model_versions": versions}
+            if unavailable:
+                row["unavailable"] = unavailable
             for field, score_field, is_value, horizon, scores, tiers, reasons in per_model:
                 row[field] = {
                     score_field: max(scores[k], 0.0) if is_value else scores[k],

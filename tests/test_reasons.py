@@ -27,7 +27,7 @@ from portrait.reasons import PHRASES, describe, phrase
         ("mystery_segment", "gold", "mystery segment = gold"),
         ("recency_days", None, "no purchase yet"),
         ("recency_days", math.nan, "no purchase yet"),
-        ("spend_lifetime", None, "spend lifetime unknown"),
+        ("spend_lifetime", None, "nothing spent in total"),
     ],
 )
 def test_phrase(feature, value, expected):
