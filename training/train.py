@@ -129,13 +129,13 @@ def train_model(
             {f"optuna_{k}": float(v) for k, v in outcome.study.items() if isinstance(v, int | float)}
         )
         _log_artifacts(ts, model, outcome, spec)
+        # Integer features are declared as doubles: any feature may be missing when served.
+        example = _as_float_columns(ts.test[model.features].head(50))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=model,
-            signature=infer_signature(
-                ts.test[model.features].head(50), model.predict(None, ts.test.head(50))
-            ),
-            input_example=ts.test[model.features].head(3),
+            signature=infer_signature(example, model.predict(None, ts.test.head(50))),
+            input_example=example.head(3),
             pip_requirements=PIP_REQUIREMENTS,
             metadata={"feature_service": ts.feature_service, "features": model.features},
         )
@@ -150,6 +150,11 @@ def train_model(
     seconds = time.perf_counter() - started
     logger.info("%s v%s: %s (%.1fs)", spec.name, version, decision.reason, seconds)
     return TrainOutcome(spec.name, str(version), run.info.run_id, metrics, decision, seconds, ts.sizes())
+
+
+def _as_float_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    ints = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
+    return frame.astype(dict.fromkeys(ints, "float64")) if ints else frame
 
 
 def _challenge(client: mlflow.MlflowClient, spec: ModelSpec, ts: TrainingSet, candidate: float) -> Decision:
