@@ -162,13 +162,14 @@ def step_reference(home: Path, snapshot: datetime, args: argparse.Namespace) -> 
 
 def step_materialize(home: Path, snapshot: datetime, args: argparse.Namespace) -> dict[str, Any]:
     """Feast apply + full materialize of the snapshot into SQLite (the workspace's feature files)."""
+    from features import repo
     from features import store as fs
     from portrait.settings import Settings
 
     settings = Settings(home=home)
     shutil.rmtree(settings.feast_dir, ignore_errors=True)
     started = time.perf_counter()
-    store = fs.apply(settings)
+    store = repo.apply(settings)
     applied = time.perf_counter()
     result = fs.materialize(
         settings, start=snapshot, end=snapshot + timedelta(days=1), incremental=False, store=store

@@ -38,6 +38,7 @@ def main() -> None:
     import pandas as pd
     from results import publish
 
+    from features import repo
     from features import store as fs
     from portrait import catalogue, workflow
     from portrait.backends import drop_postgres_database, ensure_postgres_database
@@ -71,7 +72,7 @@ def main() -> None:
     )
     ensure_postgres_database(prod.postgres_url)
     try:
-        fs.apply(prod)  # register only: workflow.build_features would also recompute the features
+        repo.apply(prod)  # register only: workflow.build_features would also recompute the features
         started = time.perf_counter()
         workflow.publish(prod, max(fs.snapshots_on_disk(local)))  # materialize up to the day after it
         materialize_s = time.perf_counter() - started

@@ -204,12 +204,13 @@ def tile(base: Path, bench: Path, customers: int) -> None:
 
 def step_materialize(args: argparse.Namespace) -> dict[str, Any]:
     """Apply + full materialization of the tiled snapshot into one store; runs in a child process."""
+    from features import repo
     from features import store as fs
 
     settings = store_settings(args, args.store)
     settings.ensure_dirs()
     started = time.perf_counter()
-    store = fs.apply(settings)
+    store = repo.apply(settings)
     applied = time.perf_counter() - started
     cpu0, started = cpu_seconds(), time.perf_counter()
     result = fs.materialize(

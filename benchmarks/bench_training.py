@@ -123,7 +123,7 @@ def prepare_synthetic(home: Path, customers: int, seed: int) -> Any:
     """Generate and validate (``workflow.synthesize``) and register a synthetic workspace (reused when
     already complete). Only the Feast definitions are applied: the feature snapshots the plans need are
     computed while training, as before."""
-    from features import store as fs
+    from features import repo
     from features.synth import SynthConfig
     from portrait import workflow
 
@@ -139,7 +139,7 @@ def prepare_synthetic(home: Path, customers: int, seed: int) -> Any:
         return settings
     config = SynthConfig(n_customers=customers, seed=seed, start=SYNTH_START, end=SYNTH_END)
     workflow.synthesize(settings, config)  # validated as of config.end = SYNTH_END
-    fs.apply(settings)  # workflow.build_features would also compute the serving snapshot's features
+    repo.apply(settings)  # workflow.build_features would also compute the serving snapshot's features
     marker.write_text(json.dumps(wanted))
     return settings
 
@@ -147,7 +147,7 @@ def prepare_synthetic(home: Path, customers: int, seed: int) -> Any:
 def prepare_real(home: Path, dataset: str) -> Any:
     """Load a real dataset through its loader, validate it (``workflow.validate``) and register the Feast
     definitions."""
-    from features import store as fs
+    from features import repo
     from features.loaders import load_cdnow, load_online_retail
     from portrait import workflow
 
@@ -160,7 +160,7 @@ def prepare_real(home: Path, dataset: str) -> Any:
         load_cdnow(source / "cdnow_master.txt", settings.raw_dir)
         now = datetime(1999, 1, 1, tzinfo=UTC)
     workflow.validate(settings, now=now)
-    fs.apply(settings)
+    repo.apply(settings)
     return settings
 
 

@@ -7,99 +7,264 @@
   share the servers. Redis calls are bounded by ``settings.redis_timeout_s`` with one quick retry, so a
   dead Redis fails fast and a restarted one is picked up again without restarting the process.
 
+The configuration is a real Feast repository in the workspace: :func:`feature_store` and :func:`apply`
+write ``<feast_dir>/feature_store.yaml`` (from the settings, atomically, when it changed) and a repo file
+(``portrait_repo.py``) exposing Portrait's entity, feature views and services, and the store is opened
+from that same yaml. So Feast's CLI works on a workspace: ``feast -c <home>/data/feast plan`` (or
+``apply``, ``ui``, ``serve``), run with the project's Python environment. Secrets are not written: on
+the production profile the yaml refers to them as ``${VAR}``, which Feast fills in from the environment,
+so the CLI needs
+
+* ``PORTRAIT_FEAST_POSTGRES_PASSWORD``: the PostgreSQL password as written in ``PORTRAIT_POSTGRES_URL``
+  (percent-encoded where the URL needs it), when that URL has one;
+* ``PORTRAIT_FEAST_REDIS_PASSWORD``: the Redis password (decoded), when ``PORTRAIT_REDIS_URL`` has one.
+
+Portrait itself fills them in from its settings. Feast substitutes them into the yaml text, inside single
+quotes: a password with a ``'`` or a line break cannot go through the CLI.
+
 Training reads point-in-time frames with :func:`historical_features` and serving reads with
 :func:`online_features`; both take a model's FeatureService, so their feature lists cannot drift.
+Everything that relies on Feast internals goes through :mod:`features.feast_internals`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from feast import FeatureService, FeatureStore, FeatureView, Field, RepoConfig
-from feast.infra.registry.registry import RegistryConfig
-from feast.infra.registry.sql import SqlRegistryConfig
+import yaml
+from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.protos.feast.core.PrecomputedFeatureVector_pb2 import (
     FeatureViewTimestamp,
     PrecomputedFeatureVector,
 )
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.types import Bytes
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from features.feast_repo.entities import customer
-from features.feast_repo.feature_services import MODEL_SERVICES, SERVING_SERVICE, feature_services
-from features.feast_repo.feature_views import feature_views
+from features import feast_internals as fi
+from features.feast_repo.feature_services import MODEL_SERVICES, SERVING_SERVICE
 from portrait.backends import ensure_postgres_database, redis_connection_string
+from portrait.files import write_text_atomic
 from portrait.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# ---- the Feast repository in the workspace ---------------------------------------------------------------
 
-def repo_config(settings: Settings) -> RepoConfig:
-    """Feast's configuration for the settings' profile."""
+FEAST_YAML = "feature_store.yaml"
+REPO_FILE = "portrait_repo.py"
+"""The repo file Feast's CLI imports (a unique module name: Feast imports it by its file name)."""
+POSTGRES_PASSWORD_VAR = "PORTRAIT_FEAST_POSTGRES_PASSWORD"
+REDIS_PASSWORD_VAR = "PORTRAIT_FEAST_REDIS_PASSWORD"
+_SECRET_HELP = {
+    POSTGRES_PASSWORD_VAR: "the PostgreSQL password, as written in PORTRAIT_POSTGRES_URL",
+    REDIS_PASSWORD_VAR: "the Redis password (decoded)",
+}
+_PLACEHOLDER = re.compile(r"\$\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class FeastYaml:
+    """``feature_store.yaml`` for a profile: its text (secrets as ``${VAR}``) and the variables' values."""
+
+    text: str
+    secrets: dict[str, str]
+
+    def expanded(self) -> dict[str, Any]:
+        """The yaml's content with the variables filled in (after parsing, so any password is safe)."""
+        return _fill(yaml.safe_load(self.text), self.secrets)
+
+
+class _Quoted(str):
+    """A yaml string written in single quotes (it holds a ``${VAR}`` that Feast replaces in the text)."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    _Quoted, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style="'")
+)
+
+
+def _fill(node: Any, secrets: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {key: _fill(value, secrets) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_fill(value, secrets) for value in node]
+    if isinstance(node, str):
+        return _PLACEHOLDER.sub(lambda m: secrets.get(m[1], m[0]), node)
+    return node
+
+
+def _hide(text: str, patterns: Sequence[str], var: str, secrets: dict[str, str]) -> str:
+    """``text`` with the secret matched by ``patterns`` (group 2) replaced by ``${var}``; records its value."""
+    for pattern in patterns:
+        match = re.search(pattern, text)
+        if match is None:
+            continue
+        value = match[2]
+        if secrets.setdefault(var, value) != value:
+            raise ValueError(f"two different passwords in one URL; {var} can only hold one")
+        text = text[: match.start(2)] + "${" + var + "}" + text[match.end(2) :]
+    return text
+
+
+def feast_yaml(settings: Settings) -> FeastYaml:
+    """Feast's configuration for the settings' profile, as ``feature_store.yaml``.
+
+    Local: file registry and SQLite online store in the yaml's folder (paths relative to it), DuckDB
+    offline store. Production: SQL registry on PostgreSQL and the Redis online store, passwords as
+    ``${VAR}`` (see the module docstring).
+    """
+    secrets: dict[str, str] = {}
+    registry: dict[str, Any]
     online: dict[str, Any]
-    registry: RegistryConfig
     if settings.profile == "production":
-        # SqlRegistry insists on its own config class (a plain RegistryConfig fails an assertion).
-        registry = SqlRegistryConfig(
-            registry_type="sql",
-            path=settings.postgres_url,
-            cache_ttl_seconds=60,
-            sqlalchemy_config_kwargs={
+        # registry_type "sql" makes Feast build the SqlRegistryConfig SqlRegistry insists on.
+        registry = {
+            "registry_type": "sql",
+            "path": _Quoted(
+                _hide(
+                    settings.postgres_url,
+                    (r"^([^:/]+://[^:@/]*:)([^@/]*)@", r"([?&]password=)([^&]*)"),
+                    POSTGRES_PASSWORD_VAR,
+                    secrets,
+                )
+            ),
+            "cache_ttl_seconds": 60,
+            "sqlalchemy_config_kwargs": {
                 "echo": False,
                 "pool_pre_ping": True,
                 "connect_args": {"connect_timeout": settings.postgres_connect_timeout_s},
             },
             # Materializing flips views to MATERIALIZING in the shared registry; without this, every
             # server reading that registry would refuse online reads until the load finishes.
-            serve_features_while_materializing=True,
-        )
+            "serve_features_while_materializing": True,
+        }
+        connection = redis_connection_string(settings.redis_url, timeout_s=settings.redis_timeout_s)
         online = {
             "type": "redis",
-            "connection_string": redis_connection_string(
-                settings.redis_url, timeout_s=settings.redis_timeout_s
+            "connection_string": _Quoted(
+                _hide(connection, (r"(^|,)password=([^,]*)",), REDIS_PASSWORD_VAR, secrets)
             ),
         }
     else:
-        registry = RegistryConfig(
-            registry_type="file", path=str(settings.feast_dir / "registry.db"), cache_ttl_seconds=60
-        )
-        online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}
-    return RepoConfig(
-        project=settings.feast_project_name,
-        provider="local",
-        registry=registry,
-        online_store=online,
-        offline_store={"type": "duckdb"},
+        registry = {"registry_type": "file", "path": "registry.db", "cache_ttl_seconds": 60}
+        online = {"type": "sqlite", "path": "online_store.db"}
+    content = {
+        "project": settings.feast_project_name,
+        "provider": "local",
+        "registry": registry,
+        "online_store": online,
+        "offline_store": {"type": "duckdb"},
         # By default Feast converts and writes a whole view in one batch, so memory grows with customers.
-        materialization={"online_write_batch_size": settings.materialize_batch_rows},
-        entity_key_serialization_version=3,
-        repo_path=settings.feast_dir,
-    )
+        "materialization": {"online_write_batch_size": settings.materialize_batch_rows},
+        "entity_key_serialization_version": 3,
+    }
+    header = [
+        f"# Feast configuration of a Portrait workspace (profile: {settings.profile}), written by",
+        "# features/store.py from Portrait's settings whenever it opens the store: edits are overwritten.",
+        "# Feast CLI: feast -c <this folder> plan | apply | ui | serve (objects: portrait_repo.py).",
+    ]
+    if secrets:
+        header.append("# Set before running the feast CLI (Feast substitutes ${VAR} from the environment):")
+        header += [f"#   {var}: {_SECRET_HELP[var]}" for var in secrets]
+    body = yaml.dump(content, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return FeastYaml("\n".join(header) + "\n" + body, secrets)
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """Feast's configuration for the settings' profile: the ``feature_store.yaml`` that
+    :func:`write_repo` writes, parsed as Feast parses it, with the passwords from the settings."""
+    config = RepoConfig(**feast_yaml(settings).expanded())
+    config.repo_path = settings.feast_dir
+    return config
+
+
+def repo_file(settings: Settings) -> str:
+    """The repo file Feast's CLI imports: Portrait's objects, as module attributes, for its workspace."""
+    try:
+        depth = len(settings.feast_dir.relative_to(settings.home).parts)
+        home = f"Path(__file__).absolute().parents[{depth}]"
+    except ValueError:  # a feast_dir outside the workspace: name the workspace
+        home = f"Path({str(settings.home.absolute())!r})"
+    return f'''"""Portrait's Feast objects for the feast CLI (``feast -c <this folder> plan | apply | ui | serve``).
+
+Written by features/store.py beside feature_store.yaml whenever Portrait opens the store: edits are
+overwritten. The entity, feature views and services are Portrait's own (``features.repo.definitions``),
+built from the settings of the workspace that holds this folder.
+"""
+
+from pathlib import Path
+
+from features.repo import definitions
+from portrait.settings import Settings
+
+WORKSPACE = {home}
+
+for _obj in definitions(Settings(home=WORKSPACE)):
+    globals()[_obj.name] = _obj
+del _obj
+'''
+
+
+def _write_if_changed(target: Path, text: str) -> bool:
+    """Write ``text`` to ``target`` atomically unless it already holds it."""
+    with contextlib.suppress(OSError):
+        if target.read_text() == text:
+            return False
+    write_text_atomic(target, text)
+    return True
+
+
+def write_repo(settings: Settings) -> Path:
+    """Write the workspace's Feast repository (``feature_store.yaml`` and the repo file); returns its folder."""
+    folder = settings.feast_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_if_changed(folder / REPO_FILE, repo_file(settings))
+    if _write_if_changed(folder / FEAST_YAML, feast_yaml(settings).text):
+        logger.info("wrote %s", folder / FEAST_YAML)
+    return folder
+
+
+def write_repo_or_warn(settings: Settings) -> None:
+    """:func:`write_repo`, logging instead of failing when the workspace is read-only."""
+    try:
+        write_repo(settings)
+    except OSError as exc:  # a read-only workspace: the store still opens, the feast CLI cannot
+        logger.warning("could not write the Feast repository in %s: %s", settings.feast_dir, exc)
 
 
 def feature_store(settings: Settings) -> FeatureStore:
-    """The Feast store for the settings' profile.
+    """The Feast store for the settings' profile, opened from the workspace's ``feature_store.yaml``.
 
+    Writes the yaml and the repo file first (:func:`write_repo`), then opens the store from that yaml's
+    content (:func:`repo_config`; not by reading the file back, which another process with other
+    settings may have just rewritten).
     Production: creates the registry database if it is missing and raises
     :class:`~portrait.backends.BackendUnavailable` (URL redacted) when PostgreSQL cannot be reached.
     Redis is not contacted here; its client is only configured (see :func:`bound_redis_client`).
     """
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    write_repo_or_warn(settings)
     if settings.profile == "production":
         ensure_postgres_database(settings.postgres_url, timeout_s=settings.postgres_connect_timeout_s)
-    store = FeatureStore(config=repo_config(settings))
+    store = FeatureStore(repo_path=str(settings.feast_dir), config=repo_config(settings))
     if settings.profile == "production":
         bound_redis_client(store)
     return store
@@ -116,28 +281,11 @@ def bound_redis_client(store: FeatureStore) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    try:
-        online_store = store.provider.online_store
-        client = online_store._get_client(store.config.online_store)  # noqa: SLF001 - no public accessor
-    except AttributeError:  # a Feast version with other internals: keep its defaults
+    client = fi.redis_client(store)
+    if client is None:  # a Feast version with other internals: keep its defaults
         logger.warning("could not configure the Redis client's retries; a dead Redis may fail slowly")
         return
     client.set_retry(Retry(NoBackoff(), 1))
-
-
-def definitions(settings: Settings) -> list[Any]:
-    """Feast objects of the repo: the customer entity, the feature views and one service per model."""
-    views = feature_views(settings)
-    return [customer(), *views, *feature_services(views)]
-
-
-def apply(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
-    """Register (or update) the entities, views and services in the registry."""
-    store = store or feature_store(settings)
-    objects = definitions(settings)
-    store.apply(objects)
-    logger.info("applied %d Feast objects to project %s", len(objects), store.project)
-    return store
 
 
 def materialize(
@@ -200,7 +348,7 @@ def materialize(
 # ``feast materialize`` run outside Portrait, an interrupted precompute) or another layout does not trust
 # them.
 
-VECTOR_FEATURE = "vector"
+VECTOR_FEATURE = fi.VECTOR_FEATURE
 VECTOR_BATCH = 2_000
 SIGNATURE_ID = "__portrait_vectors__"
 """The entity whose vector holds the layout and the materialization signature (no customer id can be empty or
@@ -274,12 +422,7 @@ def _service_names(store: FeatureStore) -> set[str]:
 
 def vector_view(service: str = SERVING_SERVICE) -> FeatureView:
     """Feast's synthetic view holding a service's pre-computed vectors (the same one Feast reads)."""
-    return FeatureView(
-        name=f"__precomputed__{service}",
-        entities=[],
-        schema=[Field(name=VECTOR_FEATURE, dtype=Bytes)],
-        source=None,
-    )
+    return fi.precomputed_view(service)
 
 
 def read_vectors(
@@ -290,8 +433,7 @@ def read_vectors(
     Reads with ``OnlineStore.online_read`` on a view built once (Feast's own helper builds a FeatureView per
     call, ~0.1 ms, and turns a store error into "no vectors"; here the store's error is raised).
     """
-    online = store._get_provider().online_store  # noqa: SLF001 - Feast has no public accessor for it
-    rows = online.online_read(store.config, view or vector_view(), list(keys), [VECTOR_FEATURE])
+    rows = fi.online_read(store, view or vector_view(), keys, [VECTOR_FEATURE])
     return [
         values[VECTOR_FEATURE].bytes_val if values and values[VECTOR_FEATURE].HasField("bytes_val") else None
         for _, values in rows
@@ -301,7 +443,7 @@ def read_vectors(
 def _vector_row(
     key: EntityKeyProto, vector: PrecomputedFeatureVector, written: datetime
 ) -> tuple[EntityKeyProto, dict[str, ValueProto], datetime, None]:
-    """One row of the vector view for ``online_write_batch``."""
+    """One row of the vector view for :func:`features.feast_internals.online_write`."""
     return key, {VECTOR_FEATURE: ValueProto(bytes_val=vector.SerializeToString())}, written, None
 
 
@@ -350,15 +492,11 @@ def precompute_vectors(
     """
     store = store or feature_store(settings)
     service = store.get_feature_service(service_name)
-    online = store._get_provider().online_store  # noqa: SLF001 - Feast has no public accessor for it
-    config = store.config
     target = vector_view(service_name)
-    online.update(config, [], [target], [], [], partial=True)  # SQLite: create the table; Redis: nothing
+    fi.create_online_table(store, target)
     sentinel = entity_key(SIGNATURE_ID)
     pending = PrecomputedFeatureVector(values=[ValueProto(string_val="writing")])
-    online.online_write_batch(
-        config, target, [_vector_row(sentinel, pending, datetime.now(UTC))], progress=None
-    )
+    fi.online_write(store, target, [_vector_row(sentinel, pending, datetime.now(UTC))])
     signature = materialization_signature(store, service, allow_cache=False)
     layout = VectorLayout.of(service)
     views = [
@@ -373,7 +511,7 @@ def precompute_vectors(
     for lo in range(0, len(ids), batch_size):
         keys = [entity_key(cid) for cid in ids[lo : lo + batch_size]]
         # A copy of the feature list each time: Redis' online_read appends its timestamp field to it.
-        rows = [online.online_read(config, view, keys, list(features)) for view, _, features in views]
+        rows = [fi.online_read(store, view, keys, list(features)) for view, _, features in views]
         now = Timestamp()
         now.GetCurrentTime()
         written_at = now.ToDatetime(UTC)
@@ -396,13 +534,11 @@ def precompute_vectors(
                 values=layout.pack(numbers, others), fv_timestamps=stamps, precomputed_at=now
             )
             batch.append(_vector_row(key, vector, written_at))
-        online.online_write_batch(config, target, batch, progress=None)
+        fi.online_write(store, target, batch)
         written += len(batch)
         if progress is not None:
             progress(min(lo + batch_size, len(ids)), len(ids))
-    online.online_write_batch(
-        config, target, [_vector_row(sentinel, layout.marker(signature), datetime.now(UTC))], progress=None
-    )
+    fi.online_write(store, target, [_vector_row(sentinel, layout.marker(signature), datetime.now(UTC))])
     logger.info("pre-computed %d vectors of %s (%s)", written, service_name, signature)
     return written
 

@@ -60,13 +60,13 @@ def serving_snapshot(settings: Settings) -> datetime:
 def build_features(settings: Settings, snapshots: Sequence[datetime] | None = None) -> datetime:
     """Compute the feature tables (default: the serving snapshot) and apply the Feast repo; returns the
     latest snapshot built."""
-    from features import store as fs
+    from features import repo
     from features.pipeline import compute_features
 
     snaps = list(snapshots) if snapshots else [serving_snapshot(settings)]
     build = compute_features(settings.clean_dir, settings.features_dir, snaps)
     logger.info("%d customer rows for %d snapshot(s) in %.1fs", build.rows, len(snaps), build.seconds)
-    fs.apply(settings)
+    repo.apply(settings)
     return max(snaps)
 
 

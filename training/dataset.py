@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from features import repo
 from features import store as fs
 from features.pipeline import compute_features
 from portrait import catalogue
@@ -77,7 +78,7 @@ def ensure_registry(settings: Settings, store: FeatureStore | None = None) -> Fe
         have = set()
     wanted = {*catalogue.feature_services().values(), catalogue.SERVING_SERVICE}
     if not wanted <= have:
-        fs.apply(settings, store)
+        repo.apply(settings, store)
     return store
 
 

@@ -1,7 +1,9 @@
 """Feast feature views, grouped by meaning: profile, transactions, behaviour.
 
 The fields are derived from the pipeline's Ibis expressions (``features.pipeline.feature_schema``),
-so a feature added to the pipeline appears here without a second list to keep in step.
+so a feature added to the pipeline appears here without a second list to keep in step. The pipeline (and
+Ibis) is imported only when the views are built, so importing this module (as serving does, through
+``features.store``) does not load it.
 """
 
 from __future__ import annotations
@@ -9,11 +11,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from feast import FeatureView, Field
-from feast.types import Float64, Int64, String
+from feast.types import FeastType, Float64, Int64, String
 
 from features.feast_repo.data_sources import feature_table_source
 from features.feast_repo.entities import OWNER, customer
-from features.pipeline import feature_schema
 from portrait.settings import Settings
 
 # How long a snapshot row stays valid for point-in-time joins and online reads: features are rebuilt
@@ -30,7 +31,7 @@ DESCRIPTIONS = {
 }
 
 
-def _feast_type(dtype: str):
+def _feast_type(dtype: str) -> FeastType:
     if dtype.startswith("int"):
         return Int64
     if dtype.startswith("float") or dtype.startswith("decimal"):
@@ -39,6 +40,9 @@ def _feast_type(dtype: str):
 
 
 def feature_views(settings: Settings) -> list[FeatureView]:
+    """One FeatureView per feature table, its fields derived from the pipeline's expressions."""
+    from features.pipeline import feature_schema  # Ibis: only when the views are built
+
     entity = customer()
     views = []
     for view, schema in feature_schema().items():

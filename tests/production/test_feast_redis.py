@@ -10,6 +10,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from features import repo
 from features import store as fs
 from features.feast_repo.feature_services import MODEL_SERVICES
 from portrait.settings import Settings
@@ -34,7 +35,7 @@ def test_redis_online_features_equal_sqlite(prod_home, servers, pg_database, key
     end = SNAPSHOT + timedelta(days=1)
     stores = {}
     for settings in (local, prod):
-        store = fs.apply(settings)
+        store = repo.apply(settings)
         assert fs.materialize(settings, end=end, store=store)["mode"] == "full"
         stores[settings.profile] = store
     assert type(stores["production"].registry).__name__ == "SqlRegistry"
@@ -84,10 +85,10 @@ def test_projects_are_isolated_in_shared_servers(prod_home, servers, pg_database
     other = production_settings(
         prod_home, postgres_url=pg_database, redis_url=servers.redis_url, key_prefix=f"{key_prefix}_b"
     )
-    store = fs.apply(first)
+    store = repo.apply(first)
     fs.materialize(first, end=SNAPSHOT + timedelta(days=1), store=store)
     assert fs.feature_store(other).list_feature_services() == []
-    other_store = fs.apply(other)  # same definitions, nothing materialized under this project
+    other_store = repo.apply(other)  # same definitions, nothing materialized under this project
     customers = snapshot_customers(prod_home)
     ids = customers[:20]
     assert all(v is not None for v in fs.online_features(store, "churn", ids)["tenure_days"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from features import store as fs
+from features import repo
 from features.synth import SynthConfig
 from portrait.settings import Settings
 from portrait.workflow import synthesize
@@ -23,7 +23,7 @@ def synth_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     synthesize(
         settings, SynthConfig(n_customers=3000, seed=11, start=datetime(2022, 1, 1, tzinfo=UTC), end=END)
     )
-    fs.apply(settings)
+    repo.apply(settings)
     return home
 
 

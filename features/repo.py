@@ -1,0 +1,42 @@
+"""Portrait's Feast repository as objects, and ``apply``: what registers it.
+
+Kept apart from :mod:`features.store` because the feature views' schemas come from the Ibis pipeline
+(``features.pipeline.feature_schema``): the serving path opens and reads the store without importing Ibis,
+and only what registers the repo (the CLI, training, the workflow, the feast CLI's repo file) imports this.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from feast import FeatureStore
+
+from features.feast_repo.entities import customer
+from features.feast_repo.feature_services import feature_services
+from features.feast_repo.feature_views import feature_views
+from features.store import feature_store, write_repo_or_warn
+from portrait.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def definitions(settings: Settings) -> list[Any]:
+    """Feast objects of the repo: the customer entity, the feature views and one service per model."""
+    views = feature_views(settings)
+    return [customer(), *views, *feature_services(views)]
+
+
+def apply(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
+    """Register (or update) the entities, views and services in the registry.
+
+    Also (re)writes the workspace's Feast repository (:func:`write_repo`), so the feast CLI can open it.
+    """
+    if store is None:
+        store = feature_store(settings)
+    else:
+        write_repo_or_warn(settings)
+    objects = definitions(settings)
+    store.apply(objects)
+    logger.info("applied %d Feast objects to project %s", len(objects), store.project)
+    return store
