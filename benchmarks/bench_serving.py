@@ -25,6 +25,11 @@ Every request goes to 127.0.0.1 and every loop is bounded in count and time; the
 always terminated. Figures are printed and written to the ``## Serving`` section of
 ``benchmarks/RESULTS.md`` (only that section is replaced) with the date, the machine and its load.
 
+``--compare-root DIR`` also serves ``serving.service:Portrait`` from another checkout of the project (e.g. a
+``git worktree`` of the previous commit, run with this Python) on the same workspace, and interleaves it
+request by request with the others in the single-customer and 1,000-customer loops: a before/after of a code
+change side by side.
+
 Usage: ``python benchmarks/bench_serving.py [--customers 100000] [--workdir DIR] [--trials 2]``
 """
 
@@ -47,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -158,36 +163,27 @@ def has_trained_workspace(home: Path) -> bool:
 
 
 def build_workspace(home: Path, customers: int, trials: int, train_snapshots: int) -> dict[str, float]:
-    """Synthetic data -> features -> Feast -> all four models -> online store; seconds per step."""
-    from features import store as fs
-    from features.pipeline import compute_features
-    from features.synth import SynthConfig, generate
-    from features.validate import validate_workspace
-    from training.lookalike import train_lookalike
-    from training.train import SPECS, train_model
+    """Synthetic data -> features -> Feast -> every catalogue model -> online store
+    (``portrait.workflow.build_workspace``); seconds per step."""
+    from features.synth import SynthConfig
+    from portrait.workflow import build_workspace as build
 
     settings = Settings(home=home)
-    settings.ensure_dirs()
     steps: dict[str, float] = {}
+    current: list[Any] = [None, time.perf_counter()]
 
-    def timed(name: str, fn: Callable[[], object]) -> None:
-        started = time.perf_counter()
-        fn()
-        steps[name] = time.perf_counter() - started
-        logger.info("workspace %s: %s in %.0fs (load %s)", home.name, name, steps[name], load_avg())
+    def step(title: str | None) -> None:
+        now = time.perf_counter()
+        if current[0] is not None:
+            steps[current[0]] = now - current[1]
+            logger.info(
+                "workspace %s: %s in %.0fs (load %s)", home.name, current[0], steps[current[0]], load_avg()
+            )
+        current[:] = [title, now]
 
     config = SynthConfig(n_customers=customers, seed=11, start=END - timedelta(days=3 * 365), end=END)
-    timed("synth", lambda: generate(config, settings.raw_dir))
-    timed("validate", lambda: validate_workspace(settings, now=END))
-    timed("features", lambda: compute_features(settings.clean_dir, settings.features_dir, [SNAPSHOT]))
-    timed("apply", lambda: fs.apply(settings))
-    for name, spec in SPECS.items():
-        timed(
-            f"train {name}",
-            lambda spec=spec: train_model(settings, spec(), trials=trials, n_train=train_snapshots),
-        )
-    timed("train lookalike", lambda: train_lookalike(settings, trials=trials))
-    timed("materialize", lambda: fs.materialize(settings, end=SNAPSHOT + timedelta(days=1)))
+    build(settings, synth=config, trials=trials, snapshot=SNAPSHOT, n_train=train_snapshots, step=step)
+    step(None)
     return steps
 
 
@@ -241,6 +237,7 @@ class Server:
     env: dict[str, str]
     log: Path
     extra: list[str] = field(default_factory=list)
+    cwd: Path = ROOT
     proc: subprocess.Popen[bytes] | None = None
     ready_s: float = math.nan
     _fh: IO[bytes] | None = None
@@ -255,7 +252,7 @@ class Server:
         self._fh = self.log.open("wb")
         self._started = time.perf_counter()
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=self.cwd, env=self.env, stdout=self._fh, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -531,6 +528,7 @@ def time_startup(home: Path, env_extra: dict[str, str]) -> float:
 
 def build_export_workspace(home: Path, customers: int, tracking_uri: str) -> dict[str, float]:
     """``customers`` synthetic customers' features in an online store; models from ``tracking_uri``."""
+    from features import repo
     from features import store as fs
     from features.pipeline import compute_features
     from features.synth import SynthConfig, generate
@@ -549,7 +547,7 @@ def build_export_workspace(home: Path, customers: int, tracking_uri: str) -> dic
         ),
         ("validate", lambda: validate_workspace(settings, now=END)),
         ("features", lambda: compute_features(settings.clean_dir, settings.features_dir, [SNAPSHOT])),
-        ("apply", lambda: fs.apply(settings)),
+        ("apply", lambda: repo.apply(settings)),
         ("materialize", lambda: fs.materialize(settings, end=SNAPSHOT + timedelta(days=1))),
     ):
         started = time.perf_counter()
@@ -699,7 +697,13 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         f"Workspace: {parts['n_ids']:,} synthetic customers (SQLite online store, local profile), {built}; "
         f"Optuna trials {ws.get('trials', args.trials)}. Models: {models}. One online read fetches "
         f"{parts['info']['features_read']} features from {parts['info']['feature_views']} feature views. "
-        f"Server start to ready: Portrait {parts['ready']['portrait']:.1f} s, trivial {parts['ready']['trivial']:.1f} s.",
+        f"Server start to ready: Portrait {parts['ready']['portrait']:.1f} s, trivial {parts['ready']['trivial']:.1f} s"
+        + (
+            f", Portrait before {parts['ready']['portrait before']:.1f} s"
+            if "portrait before" in parts["ready"]
+            else ""
+        )
+        + ".",
         "",
     ]
     seq: dict[str, Latency] = parts["sequential"]
@@ -717,6 +721,8 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         (echo, "trivial `POST /v1/echo` (1 string)"),
         (echo_b, "trivial `POST /v1/echo_batch` (1 string, batchable)"),
     ]
+    if "tags_before" in seq:
+        rows.append((seq["tags_before"], f"Portrait **before**, from {args.compare_root}"))
     if "tags_variant" in seq:
         rows.append((seq["tags_variant"], f"Portrait variant, max_latency_ms={args.variant_latency_ms}"))
     for lat, label in rows:
@@ -730,6 +736,15 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         f"against the batchable echo: {ratio_b:.2f}.",
         f"* p99(tags) = **{tags.p(99):.1f} ms** (goal <= {GOAL_P99_MS:.0f} ms: "
         f"{verdict(tags.p(99) <= GOAL_P99_MS)}).",
+        *(
+            [
+                f"* before: p50 {seq['tags_before'].p(50):.2f} ms, p99 {seq['tags_before'].p(99):.2f} ms, "
+                f"p50 / p50(echo) = {seq['tags_before'].p(50) / echo.p(50):.2f}; after / before p50 = "
+                f"**{tags.p(50) / seq['tags_before'].p(50):.3f}**, p99 = {tags.p(99) / seq['tags_before'].p(99):.3f}."
+            ]
+            if "tags_before" in seq
+            else []
+        ),
         "",
     ]
     big_tags, big_echo = parts["big"]["tags"], parts["big"]["echo"]
@@ -742,6 +757,16 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         f"| {big_tags.p(90):.1f} | {big_tags.p(99):.1f} |",
         f"| trivial `POST /v1/echo` (1,000 strings) | {big_echo.n} | {errors_of(big_echo)} | {big_echo.p(50):.1f} "
         f"| {big_echo.p(90):.1f} | {big_echo.p(99):.1f} |",
+        *(
+            [
+                f"| Portrait **before** `POST /v1/tags` (1,000 ids) | {b.n} | {errors_of(b)} | {b.p(50):.1f} "
+                f"| {b.p(90):.1f} | {b.p(99):.1f} |",
+                "",
+                f"* after / before p50 = **{big_tags.p(50) / b.p(50):.3f}**.",
+            ]
+            if (b := parts["big"].get("tags_before")) is not None
+            else []
+        ),
         "",
         f"* p50 = **{big_tags.p(50):.0f} ms** (goal <= {GOAL_BIG_P50_MS:.0f} ms: "
         f"{verdict(big_tags.p(50) <= GOAL_BIG_P50_MS)}); response ~{parts['big_bytes'] / 1e6:.1f} MB of JSON.",
@@ -838,6 +863,22 @@ def run_http(
         "trivial", "trivial_service:Trivial", free_port(), env, scratch / "trivial.log", bench_dir
     )
     servers = [portrait, trivial]
+    before: Server | None = None
+    if args.compare_root:
+        root = args.compare_root.resolve()
+        before_env = {
+            **env,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p),
+        }
+        before = Server(
+            "portrait before",
+            "serving.service:Portrait",
+            free_port(),
+            before_env,
+            scratch / "before.log",
+            cwd=root,
+        )
+        servers.append(before)
     variant: Server | None = None
     if args.variant_latency_ms:
         variant_env = {**env, "BENCH_TAGS_MAX_LATENCY_MS": str(args.variant_latency_ms)}
@@ -866,8 +907,11 @@ def run_http(
                 Target("echo", tc, "/v1/echo", 1),
                 Target("echo_batch", tc, "/v1/echo_batch", 1),
             ]
+            by_server = {s.name: c for s, c in zip(servers, clients, strict=True)}
+            if before is not None:
+                targets.append(Target("tags_before", by_server[before.name], "/v1/tags", 1))
             if variant is not None:
-                targets.append(Target("tags_variant", clients[2], "/v1/tags", 1))
+                targets.append(Target("tags_variant", by_server[variant.name], "/v1/tags", 1))
             seq = sequential(
                 targets,
                 ids,
@@ -885,7 +929,15 @@ def run_http(
                 load_avg(),
             )
             big = sequential(
-                [Target("tags", pc, "/v1/tags", 1000), Target("echo", tc, "/v1/echo", 1000)],
+                [
+                    Target("tags", pc, "/v1/tags", 1000),
+                    Target("echo", tc, "/v1/echo", 1000),
+                    *(
+                        [Target("tags_before", by_server[before.name], "/v1/tags", 1000)]
+                        if before is not None
+                        else []
+                    ),
+                ],
                 ids,
                 max(args.big_requests, 20),
                 warmup=3,
@@ -1031,6 +1083,11 @@ def main() -> None:
         type=int,
         default=0,
         help="Also serve Portrait with this /v1/tags max_latency_ms (benchmarks/portrait_variant.py); 0: off.",
+    )
+    parser.add_argument(
+        "--compare-root",
+        type=Path,
+        help="Also serve serving.service:Portrait from this checkout (e.g. a git worktree of HEAD), interleaved.",
     )
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--skip-breakdown", action="store_true", help="Only load the Tagger (model sizes).")

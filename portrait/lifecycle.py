@@ -78,7 +78,8 @@ def rfm_segment(
     if _missing(recency_days):
         return ("no purchases", "000")
     if _missing(orders_365d) or not orders_365d:
-        return ("lost", "111")
+        # No purchase in the last year: a lapsed buyer when the last one is older than that.
+        return ("lost", "111") if float(recency_days) >= 365 else ("no purchases", "000")
     r = _score(float(recency_days), edges.get("recency", []), reverse=True)
     f = _score(float(orders_365d), edges.get("frequency", []))
     m = _score(float(spend_365d or 0.0), edges.get("monetary", []))

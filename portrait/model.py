@@ -8,10 +8,7 @@ calibrator, the tier thresholds and the reason phrases -- so serving never impor
 
 from __future__ import annotations
 
-import ctypes
 import os
-import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from portrait.lgbm_internals import RowLeaves
 from portrait.reasons import describer
 
 Kind = Literal["classifier", "regressor"]
@@ -152,62 +150,6 @@ class LeafPaths:
         totals give the exact score."""
         self.leaf_table(n_features)
         return self._serving
-
-
-class RowLeaves:
-    """Leaf indices of one row at a time through LightGBM's single-row fast path.
-
-    ``Booster.predict`` spends ~0.07 ms per call setting up a predictor before the trees are walked: more than
-    the walk itself for one customer's row. LightGBM's C API keeps that set-up in a "fast config" made once
-    (``LGBM_BoosterPredictForMatSingleRowFastInit``), then ``LGBM_BoosterPredictForMatSingleRowFast`` only
-    walks the trees. The package exposes no Python wrapper for it, so this calls it through the package's own
-    ctypes handle (``lightgbm.basic._LIB``, pinned by the lock file). One config serves one thread at a time.
-    """
-
-    def __init__(self, booster: lgb.Booster, n_features: int) -> None:
-        from lightgbm.basic import _C_API_DTYPE_FLOAT64, _C_API_PREDICT_LEAF_INDEX, _LIB, _c_str, _safe_call
-
-        self._booster = booster  # the config points into it
-        self._predict = _LIB.LGBM_BoosterPredictForMatSingleRowFast
-        self._check = _safe_call
-        self._config = ctypes.c_void_p()
-        _safe_call(
-            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                booster._handle,  # noqa: SLF001 - the booster's C handle, what every C API call takes
-                ctypes.c_int(_C_API_PREDICT_LEAF_INDEX),
-                ctypes.c_int(0),  # first iteration
-                ctypes.c_int(-1),  # every iteration
-                ctypes.c_int(_C_API_DTYPE_FLOAT64),
-                ctypes.c_int32(n_features),
-                _c_str("num_threads=1"),
-                ctypes.byref(self._config),
-            )
-        )
-        weakref.finalize(self, _LIB.LGBM_FastConfigFree, self._config)
-        self._n_features = n_features
-        self._out = np.empty(booster.num_trees(), dtype=np.float64)
-        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        self._out_len = ctypes.c_int64()
-        self._lock = threading.Lock()
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``(rows, trees)`` leaf indices of ``x``, as ``Booster.predict(x, pred_leaf=True)`` gives them."""
-        x = np.ascontiguousarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self._n_features:
-            raise ValueError(f"expected rows of {self._n_features} features, got shape {x.shape}")
-        out = np.empty((len(x), len(self._out)), dtype=np.int64)
-        with self._lock:
-            for i, row in enumerate(x):
-                self._check(
-                    self._predict(
-                        self._config,
-                        row.ctypes.data_as(ctypes.c_void_p),
-                        ctypes.byref(self._out_len),
-                        self._out_ptr,
-                    )
-                )
-                out[i] = self._out
-        return out
 
 
 @dataclass

@@ -1,198 +1,151 @@
-"""ASGI middleware in front of the BentoML app: API-key scopes, malformed JSON and 503 reasons.
+"""The two ASGI middlewares of the service, for what only BentoML's own routes need and BentoML has no hook for.
 
-BentoML answers 401/403 and 5xx with generic bodies; the tag system needs to know *why*. This
-middleware (one per worker process) therefore:
-
-* checks ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` against ``settings.api_keys`` (key ->
-  scopes) for the ``/v1`` routes: no or unknown key -> 401, key without the route's scope -> 403;
-* rejects a body that is not valid JSON on ``POST /v1/...`` with a 400 that says so;
-* replaces the body of any 503 (an API call or ``/readyz``) with the reason the service is not ready.
-
-With no API keys configured, auth is off (the local default; the service binds to 127.0.0.1).
+The service's other HTTP extras live in its FastAPI app (``serving.web``: GET routes, their auth through
+FastAPI's security dependencies, JSON error bodies). ``POST /v1/tags`` (adaptive batching) and
+``POST /v1/lookalike`` are BentoML APIs, and ``/readyz`` a BentoML system route: BentoML routes them before
+any mounted app, so FastAPI's dependencies and exception handlers never see them. Both middlewares get the
+live service instance from ``bentoml.get_current_service()`` (one per worker process): no state of their own.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from portrait.settings import Settings
+import anyio.to_thread
+import bentoml
+from starlette.responses import JSONResponse
+
+from serving.web import LOOKALIKE_ROUTE, ROUTE_SCOPES, TAGS_ROUTE, check_key, key_from, log_client_error
+
+logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+ServiceProvider = Callable[[], Any]
 
-ROUTE_SCOPES: dict[str, str | None] = {
-    "/v1/tags": "tags:read",
-    "/v1/lookalike": "lookalike:create",
-    "/v1/models": None,  # any valid key
-}
-
-
-@dataclass
-class ServiceState:
-    """What the service shares with the middleware inside one worker process."""
-
-    settings: Settings | None = None
-    tagger: Any = None
-    not_ready: list[str] = field(default_factory=list)
-    last_error: str | None = None
-
-    def reasons(self) -> list[str]:
-        if self.tagger is not None:
-            current = self.tagger.readiness()
-            if current:
-                return current
-        return [self.last_error] if self.last_error else self.not_ready or ["service is starting"]
-
-
-service_state = ServiceState()
-OVERLOAD_MARKER = b"overloaded"
-"""What BentoML's 503 says when a request waited in the adaptive-batching queue past ``max_latency_ms``."""
+API_ROUTES = (TAGS_ROUTE, LOOKALIKE_ROUTE)
+"""The BentoML API routes that need an API key (the FastAPI routes check theirs with a dependency)."""
 OVERLOADED = (
     "overloaded: the request waited longer than the batching queue allows; retry after the Retry-After "
     "delay or send fewer concurrent requests"
 )
 RETRY_AFTER_S = 1
-GET_ROUTES = ("/v1/models", "/v1/health")
+STARTING = "service is starting"
 
 
-def _constant_body(body: bytes) -> Receive:
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-def _key_from(headers: Mapping[str, str]) -> str | None:
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip() or None
-    return headers.get("x-api-key") or None
-
-
-def caller_of(headers: Mapping[str, str], settings: Settings) -> str:
-    """Who called, for the audit log: a fingerprint of the API key (never the key itself)."""
-    key = _key_from({k.lower(): v for k, v in headers.items()})
-    if not key:
-        return "anonymous (auth disabled)" if not settings.api_keys else "anonymous"
-    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-async def _json(
-    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-class PortraitMiddleware:
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        path: str = scope.get("path", "")
-        if path in GET_ROUTES and scope.get("method") in ("GET", "HEAD"):
-            # BentoML APIs are POST endpoints; these read-only ones are also offered as GET.
-            scope = dict(
-                scope,
-                method="POST",
-                headers=[
-                    *[
-                        (k, v)
-                        for k, v in scope.get("headers", [])
-                        if k.lower() not in (b"content-type", b"content-length")
-                    ],
-                    (b"content-type", b"application/json"),
-                    (b"content-length", b"2"),
-                ],
-            )
-            receive = _constant_body(b"{}")
-        if path in ROUTE_SCOPES:
-            denied = self._authorize(scope, path)
-            if denied:
-                await _json(send, denied[0], denied[1])
-                return
-            if scope.get("method") == "POST":
-                body, more = b"", True
-                while more:
-                    message = await receive()
-                    body += message.get("body", b"")
-                    more = message.get("more_body", False)
-                try:
-                    json.loads(body or b"null")
-                except ValueError as exc:
-                    await _json(send, 400, {"error": f"malformed JSON body: {exc}"})
-                    return
-                replayed = False
-
-                async def replay() -> dict[str, Any]:
-                    nonlocal replayed
-                    if replayed:
-                        return await receive()
-                    replayed = True
-                    return {"type": "http.request", "body": body, "more_body": False}
-
-                receive = replay
-        await self.app(scope, receive, self._rewrite_503(send))
-
-    def _authorize(self, scope: Scope, path: str) -> tuple[int, dict[str, Any]] | None:
-        settings = service_state.settings
-        if settings is None or not settings.api_keys:
-            return None
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        key = _key_from(headers)
-        if not key:
-            return 401, {"error": "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"}
-        scopes = settings.api_keys.get(key)
-        if scopes is None:
-            return 401, {"error": "unknown API key"}
-        needed = ROUTE_SCOPES[path]
-        if needed and needed not in scopes:
-            return 403, {"error": f"this API key lacks the scope '{needed}' required by {path}"}
+def _current(service: ServiceProvider) -> Any | None:
+    try:
+        return service()
+    except bentoml.exceptions.BentoMLException:  # not instantiated yet (start-up)
         return None
 
-    @staticmethod
-    def _rewrite_503(send: Send) -> Send:
-        """Give every 503 a JSON body with its reason: overload (retry soon) or not ready (why)."""
+
+class ApiKeyMiddleware:
+    """API-key auth of BentoML's API routes (``/v1/tags``: ``tags:read``; ``/v1/lookalike``:
+    ``lookalike:create``); nothing else.
+
+    Why a middleware: these routes are BentoML APIs, not FastAPI routes (``/v1/tags`` must stay one for
+    BentoML's adaptive batching), and BentoML 1.4 has no per-API auth hook; an API function could only
+    check the key after BentoML has parsed (and, for ``/v1/tags``, batched) the request, and BentoML answers
+    a 401/403 raised there with a fixed body that cannot say which scope is missing. The check is
+    ``serving.web.check_key``, the one the FastAPI routes' dependency calls.
+    """
+
+    def __init__(self, app: App, service: ServiceProvider = bentoml.get_current_service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in API_ROUTES:
+            await self.app(scope, receive, send)
+            return
+        current = _current(self.service)
+        if current is None:  # cannot check yet: refuse rather than let the request through
+            await JSONResponse({"error": "service unavailable", "reasons": [STARTING]}, 503)(
+                scope, receive, send
+            )
+            return
+        api_keys = current.settings.api_keys
+        if api_keys:
+            headers = _headers(scope)
+            key = key_from(headers.get("authorization"), headers.get("x-api-key"))
+            denied = check_key(key, api_keys, ROUTE_SCOPES[path], path)
+            if denied is not None:
+                log_client_error(denied.status, scope.get("method", ""), path, denied.message)
+                response = JSONResponse(
+                    {"error": denied.message}, denied.status, headers=denied.headers or None
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class ServiceUnavailableMiddleware:
+    """Gives BentoML's 503s a JSON body with the reason: the service's current readiness, or an overload.
+
+    Why a middleware: BentoML answers every 5xx of an API call with one fixed body and a failed ``/readyz``
+    with fixed text. A ``/v1/tags`` call gets a 503 either because the service is not ready (the API raises
+    ``ServiceUnavailable``) or because BentoML's adaptive-batching queue refused it (it waited longer than
+    ``max_latency_ms``); both come back as the same 503. So for a 503 on the ``overload_routes`` or
+    ``/readyz``, the Tagger's ``readiness()`` is asked now: reasons -> ``{"error": "service unavailable",
+    "reasons": [...]}``; none on a batching route -> the queue's refusal: ``{"error": "service overloaded"}``
+    with ``Retry-After``. Other responses pass through untouched (no buffering).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        overload_routes: Iterable[str] = (TAGS_ROUTE,),
+        readiness_routes: Iterable[str] = ("/readyz",),
+        service: ServiceProvider = bentoml.get_current_service,
+    ) -> None:
+        self.app = app
+        self.overload_routes = frozenset(overload_routes)
+        self.routes = self.overload_routes | frozenset(readiness_routes)
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path not in self.routes:
+            await self.app(scope, receive, send)
+            return
         held: dict[str, Any] = {}
 
-        async def wrapped(message: dict[str, Any]) -> None:
+        async def send_or_hold(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and message["status"] == 503:
-                held["start"], held["body"] = message, b""
+                held["start"] = message
                 return
-            if "start" in held and message["type"] == "http.response.body":
-                held["body"] += message.get("body", b"")
-                if message.get("more_body"):
-                    return
-                if OVERLOAD_MARKER in held["body"]:
-                    # BentoML's batching queue refused the request: the service is up but saturated.
-                    await _json(
-                        send,
-                        503,
-                        {"error": "service overloaded", "reasons": [OVERLOADED]},
-                        headers=[(b"retry-after", str(RETRY_AFTER_S).encode())],
-                    )
-                    return
-                await _json(send, 503, {"error": "service unavailable", "reasons": service_state.reasons()})
+            if "start" not in held:
+                await send(message)
                 return
-            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                status, body, headers = await self._reason(path)
+                await JSONResponse(body, status, headers=headers)(scope, receive, send)
 
-        return wrapped
+        await self.app(scope, receive, send_or_hold)
+
+    async def _reason(self, path: str) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+        current = _current(self.service)
+        if current is None:
+            return 503, {"error": "service unavailable", "reasons": [STARTING]}, None
+        reasons = await anyio.to_thread.run_sync(current.tagger.readiness)
+        if reasons:
+            logger.warning("503 on %s: not ready: %s", path, "; ".join(reasons))
+            return 503, {"error": "service unavailable", "reasons": reasons}, None
+        if path in self.overload_routes:
+            logger.warning("503 on %s: the batching queue refused the request (overloaded)", path)
+            return (
+                503,
+                {"error": "service overloaded", "reasons": [OVERLOADED]},
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        return 503, {"error": "service unavailable", "reasons": ["service is not ready"]}, None

@@ -48,6 +48,17 @@ class ValueTag(BaseModel):
     reasons: list[Reason] = Field(description="Top contributing features, strongest first.")
 
 
+class RealtimeTags(BaseModel):
+    """Tags from the events of the last hours (``POST /v1/events`` or the stream), fresh to the second."""
+
+    visited_today: bool = Field(description="An event today (UTC).")
+    purchased_today: bool = Field(description="A purchase today (UTC).")
+    cart_abandoned: bool = Field(
+        description="An add-to-cart in the last `cart_abandon_hours` hours with no purchase since."
+    )
+    last_seen: datetime | None = Field(None, description="Time of the last event received in real time.")
+
+
 TAG_TYPES: dict[str, type[BaseModel]] = {"classifier": ProbabilityTag, "regressor": ValueTag}
 """The tag a model of each catalogue kind answers with."""
 
@@ -91,7 +102,19 @@ def _customer_tags_model() -> type[BaseModel]:
         ),
         "features_timestamp": (
             datetime | None,
-            Field(None, description="Snapshot time of the features used."),
+            Field(None, description="Snapshot time of the batch features used."),
+        ),
+        "realtime": (
+            RealtimeTags | None,
+            Field(None, description="Real-time tags from the latest events."),
+        ),
+        "features_timestamps": (
+            dict[str, datetime | None],
+            Field(
+                default_factory=dict,
+                description="How old the served features are, per source: 'batch' (the snapshot) and "
+                "'realtime' (the last pushed event; null when none).",
+            ),
         ),
     }
     return create_model(
@@ -180,3 +203,64 @@ class Health(BaseModel):
     ready: bool
     reasons: list[str] = Field(default_factory=list, description="Why the service is not ready.")
     models: dict[str, str] = Field(default_factory=dict, description="Loaded model versions.")
+
+
+class EventIn(BaseModel):
+    """A behavioural event as the contract's events input; checked item by item with the batch rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str | None = Field(
+        None, max_length=256, description="Idempotency key; default: a hash of the other fields."
+    )
+    customer_id: str | None = Field(None, description="Customer who acted.")
+    ts: str | None = Field(None, description="Event time, ISO 8601 (naive = UTC).")
+    event_type: str | None = Field(None, description="view, add_to_cart, search, app_open or campaign_click.")
+    category: str | None = Field(None, description="Product category, if any.")
+    session_id: str | None = Field(None, description="Session identifier.")
+
+
+class TransactionIn(BaseModel):
+    """An order line as the contract's transactions input; idempotent by ``order_id`` and ``line``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str | None = Field(None, description="Order identifier.")
+    line: int = Field(0, ge=0, description="Line number within the order (0 for a one-line order).")
+    customer_id: str | None = Field(None, description="Customer who ordered.")
+    ts: str | None = Field(None, description="Order time, ISO 8601 (naive = UTC).")
+    amount: float | None = Field(None, description="Line value; <= 0 on returns.")
+    quantity: int | None = Field(None, description="Units; <= 0 on returns.")
+    category: str | None = Field(None, description="Product category.")
+    is_return: bool = Field(False, description="True for a return line.")
+
+
+MAX_EVENTS = 10_000
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(default_factory=list, max_length=MAX_EVENTS)
+    transactions: list[TransactionIn] = Field(default_factory=list, max_length=MAX_EVENTS)
+
+    @model_validator(mode="after")
+    def _something(self) -> EventsRequest:
+        if not self.events and not self.transactions:
+            raise ValueError("send at least one item in 'events' or 'transactions'")
+        return self
+
+
+class RejectedItem(BaseModel):
+    index: int = Field(description="Position in `events`, or in `transactions` when `kind` is transaction.")
+    kind: Literal["event", "transaction"]
+    reason: str = Field(description="The batch validator's reason, e.g. unknown_customer, future_timestamp.")
+
+
+class EventsResponse(BaseModel):
+    accepted: int = Field(description="New items, stored durably and applied to the real-time features.")
+    duplicates: int = Field(
+        description="Items already received (same event id / order line): not counted again."
+    )
+    rejected: list[RejectedItem] = Field(default_factory=list, description="Items refused, with the reason.")
+    customers_updated: int = Field(description="Customers whose real-time features were pushed.")

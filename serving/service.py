@@ -2,12 +2,20 @@
 
 Endpoints (all under ``/v1``):
 
-* ``POST /v1/tags``      -- predictive tags for 1..10,000 customer ids (scope ``tags:read``); batchable, so
-  concurrent single-customer calls are served together by BentoML's adaptive batching;
+* ``POST /v1/tags``      -- predictive tags for 1..``max_ids_per_request`` customer ids (at most 10,000;
+  scope ``tags:read``); batchable, so concurrent single-customer calls are served together by BentoML's
+  adaptive batching;
 * ``POST /v1/lookalike`` -- a lookalike audience for a seed list (scope ``lookalike:create``), audited;
-* ``GET  /v1/models``    -- the champion versions being served and their headline metrics;
+* ``GET  /v1/models``    -- the champion versions being served and their headline metrics (any valid key);
 * ``GET  /v1/health``    -- readiness with reasons; BentoML's ``/readyz`` uses the same check;
-  ``/livez`` and Prometheus ``/metrics`` come from BentoML.
+  ``/livez`` and Prometheus ``/metrics`` come from BentoML. The Swagger UI is at ``/`` (``/docs`` redirects
+  there), the OpenAPI schema at ``/docs.json``.
+
+``tags`` and ``lookalike`` are BentoML APIs; the GET routes are FastAPI class views on the app of
+``serving.web``, mounted with ``@bentoml.asgi_app`` (which also brings API-key auth through FastAPI's security
+schemes and JSON error bodies). Auth of the two BentoML APIs and the reasons in BentoML's 503 bodies are the
+ASGI middlewares of ``serving.middleware``; what the service takes from BentoML's internals is in
+``serving.bentoml_internals``.
 
 Start with ``portrait serve`` or ``bentoml serve serving.service:Portrait``. Settings come from the
 ``PORTRAIT_*`` environment (``PORTRAIT_HOME`` selects the workspace).
@@ -19,59 +27,54 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 import bentoml
-from _bentoml_sdk.io_models import IORootModel  # BentoML's base of list outputs (no public alias)
-from pydantic import Field, TypeAdapter
+from fastapi import HTTPException
+from pydantic import Field
+from starlette.responses import JSONResponse
 
+from features import realtime
+from features.landing import Landing
+from features.validate import ContractError
+from portrait.backends import BackendUnavailable
 from portrait.lookalike import ExpansionRequest, LookalikeError
 from portrait.settings import get_settings
-from serving.middleware import PortraitMiddleware, caller_of, service_state
+from serving import bentoml_internals
+from serving.middleware import ApiKeyMiddleware, ServiceUnavailableMiddleware
 from serving.schemas import (
     MAX_IDS,
     CustomerId,
     CustomerTags,
+    EventsRequest,
+    EventsResponse,
     Health,
     LookalikeRequest,
     LookalikeResponse,
     ModelsResponse,
+    RejectedItem,
 )
 from serving.tagger import ServingError, Tagger, Unavailable, freeze_startup_objects
+from serving.web import (
+    EVENTS_ROUTE,
+    HEALTH_ROUTE,
+    LOOKALIKE_ROUTE,
+    MODELS_ROUTE,
+    TAGS_ROUTE,
+    caller_of,
+    create_app,
+    log_client_error,
+    require_key,
+)
 
 logger = logging.getLogger(__name__)
 
+TagsOutput = bentoml_internals.json_list_output(CustomerTags)
+"""``/v1/tags``' output: BentoML's list output (same JSON, same OpenAPI schema), declared media type and
+pydantic's JSON encoder."""
 
-class BadRequest(bentoml.exceptions.InvalidArgument):
-    """400 with the message shown to the caller."""
-
-
-def _unavailable(message: str) -> bentoml.exceptions.ServiceUnavailable:
-    service_state.last_error = message  # the middleware puts the reason into the 503 body
-    return bentoml.exceptions.ServiceUnavailable(message)
-
-
-_TAGS_JSON = TypeAdapter(list[CustomerTags])
-
-
-class TagsOutput(IORootModel[list[CustomerTags]]):
-    """``/v1/tags``' output: BentoML's list output with two costs removed (same JSON, same OpenAPI schema).
-
-    * The media type is declared: otherwise BentoML rebuilds the list's JSON schema on every response just
-      to find it (~3 ms per single-customer call, more than the scoring itself).
-    * pydantic's own JSON encoder writes the body: BentoML's base class dumps the list to Python objects
-      twice and runs ``json.dumps`` (~45 ms of a 1,000-customer response).
-    """
-
-    media_type: ClassVar[str | None] = "application/json"
-
-    def model_dump(self, **kwargs: Any) -> Any:
-        # BentoML calls model_dump() only to check whether an output is already str/bytes.
-        return self.root if not kwargs else super().model_dump(**kwargs)
-
-    def model_dump_json(self, **kwargs: Any) -> str:
-        return _TAGS_JSON.dump_json(self.root).decode()
-
+web = create_app()
+"""The FastAPI app mounted on the service (BentoML takes it at class decoration): the GET routes below."""
 
 BATCH_MAX_LATENCY_MS = 10_000
 """How long a ``/v1/tags`` call may wait in BentoML's adaptive-batching queue before a 503 "overloaded".
@@ -82,31 +85,54 @@ benchmarks/RESULTS.md, Serving). Single calls are not delayed by it: the dispatc
 batch as long as its learned average wait."""
 
 
+def within_request_limit(service: Any, request: Any) -> str | None:
+    """Why a ``/v1/tags`` request is refused for its size (``settings.max_ids_per_request``), or None.
+
+    Checked per request before batching; :data:`~serving.schemas.MAX_IDS` stays the hard bound (the input
+    schema's and the batch size's).
+    """
+    limit = min(service.settings.max_ids_per_request, MAX_IDS)
+    n = len(request.customer_ids)
+    if n > limit:
+        return f"at most {limit} customer ids per request (max_ids_per_request), got {n}"
+    return None
+
+
+def _json_error(ctx: bentoml.Context, status: int, body: dict[str, Any]) -> JSONResponse:
+    ctx.response.status_code = status  # BentoML sets the response's status from the context
+    return JSONResponse(body, status_code=status)
+
+
 @bentoml.service(
     name="portrait",
     traffic={"timeout": 60},
     workers=1,
     http={"host": "127.0.0.1", "port": 3000},
 )
+@bentoml.asgi_app(web)
 class Portrait:
     """Predictive tags and lookalike audiences from the champion models and the Feast online store."""
 
     def __init__(self) -> None:
         self.settings = get_settings()
+        if self.settings.max_ids_per_request > MAX_IDS:
+            logger.warning(
+                "max_ids_per_request=%d is above the service's bound: requests are limited to %d ids",
+                self.settings.max_ids_per_request,
+                MAX_IDS,
+            )
+        bentoml_internals.log_client_errors_as_warnings()
         self.tagger = Tagger(self.settings)
-        service_state.settings = self.settings
-        service_state.tagger = self.tagger
         if self.tagger.load_errors:
             logger.warning("not ready: %s", "; ".join(self.tagger.load_errors.values()))
         freeze_startup_objects()
 
     def __is_ready__(self) -> bool:
-        reasons = self.tagger.readiness()
-        service_state.not_ready = reasons
-        return not reasons
+        return not self.tagger.readiness()
 
+    @bentoml_internals.strict_json_input(check=within_request_limit)
     @bentoml.api(
-        route="/v1/tags",
+        route=TAGS_ROUTE,
         batchable=True,
         max_batch_size=MAX_IDS,
         max_latency_ms=BATCH_MAX_LATENCY_MS,
@@ -126,11 +152,12 @@ class Portrait:
         """
         try:
             return self.tagger.tags(customer_ids)
-        except Unavailable as exc:
-            raise _unavailable(exc.message) from None
+        except Unavailable as exc:  # the 503's body gets the current readiness (ServiceUnavailableMiddleware)
+            raise bentoml.exceptions.ServiceUnavailable(exc.message) from None
 
-    @bentoml.api(route="/v1/lookalike", input_spec=LookalikeRequest)
-    def lookalike(self, ctx: bentoml.Context, **request: object) -> LookalikeResponse:
+    @bentoml_internals.strict_json_input()
+    @bentoml.api(route=LOOKALIKE_ROUTE, input_spec=LookalikeRequest, output_spec=LookalikeResponse)
+    def lookalike(self, ctx: bentoml.Context, **request: object) -> LookalikeResponse | JSONResponse:
         """Rank the customers most like a seed audience (scope ``lookalike:create``); every call is audited."""
         req = LookalikeRequest(**request)  # type: ignore[arg-type]
         started = time.perf_counter()
@@ -147,9 +174,15 @@ class Portrait:
                 )
             )
         except LookalikeError as exc:
-            raise BadRequest(f"{exc.code}: {exc}") from None
+            message = f"{exc.code}: {exc}"
+            log_client_error(400, "POST", LOOKALIKE_ROUTE, message)
+            return _json_error(ctx, 400, {"error": message})
         except Unavailable as exc:
-            raise _unavailable(exc.message) from None
+            reasons = self.tagger.readiness()
+            if exc.message not in reasons:  # e.g. a lookalike model never trained (not required)
+                reasons.append(exc.message)
+            logger.warning("503 on %s: %s", LOOKALIKE_ROUTE, "; ".join(reasons))
+            return _json_error(ctx, 503, {"error": "service unavailable", "reasons": reasons})
         version = self.tagger.versions.get("lookalike", "")
         self._audit(ctx, req, result.returned, result.method, version, time.perf_counter() - started)
         return LookalikeResponse(
@@ -191,18 +224,82 @@ class Portrait:
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
 
-    @bentoml.api(route="/v1/models")
+    @web.head(MODELS_ROUTE, dependencies=[require_key(MODELS_ROUTE)], include_in_schema=False)
+    @web.get(
+        MODELS_ROUTE,
+        dependencies=[require_key(MODELS_ROUTE)],
+        operation_id="portrait__models",
+        tags=[bentoml_internals.APP_TAG_NAME],
+    )
     def models(self) -> ModelsResponse:
         """The champion model versions being served, their feature services and headline metrics."""
         return ModelsResponse(models=list(self.tagger.infos.values()), profile=self.settings.profile)
 
-    @bentoml.api(route="/v1/health")
+    @web.post(
+        EVENTS_ROUTE,
+        dependencies=[require_key(EVENTS_ROUTE)],
+        operation_id="portrait__events",
+        tags=[bentoml_internals.APP_TAG_NAME],
+        responses={503: {"description": "The online store or the landing zone is unavailable."}},
+    )
+    def events(self, body: EventsRequest) -> EventsResponse:
+        """Behavioural events and / or transactions as they happen (scope ``events:write``).
+
+        Each item is checked with the batch validator's rules; rejected items come back with their reason,
+        accepted ones are stored durably (the next batch build includes them) and update the customers'
+        real-time features and tags at once. Idempotent: an item already received (same ``event_id`` /
+        ``order_id`` and ``line``) is counted as a duplicate, not again.
+        """
+        try:
+            store = self.tagger.open_store()
+            result = realtime.ingest(
+                self.settings,
+                [e.model_dump(exclude_none=True) for e in body.events],
+                [t.model_dump(exclude_none=True) for t in body.transactions],
+                store=store,
+                landing=self._landing(),
+            )
+        except ContractError as exc:  # a batch the validator cannot read at all
+            log_client_error(400, "POST", EVENTS_ROUTE, str(exc))
+            raise HTTPException(400, str(exc)) from None
+        except (Unavailable, BackendUnavailable, OSError) as exc:
+            message = exc.message if isinstance(exc, Unavailable) else f"{type(exc).__name__}: {exc}"
+            logger.warning("503 on %s: %s", EVENTS_ROUTE, message)
+            raise HTTPException(503, message) from None
+        n_events = len(body.events)
+        return EventsResponse(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=[
+                RejectedItem(
+                    index=i if i < n_events else i - n_events,
+                    kind="event" if i < n_events else "transaction",
+                    reason=reason,
+                )
+                for i, reason in result.rejected
+            ],
+            customers_updated=len(result.customers),
+        )
+
+    def _landing(self) -> Landing:
+        if getattr(self, "_landing_zone", None) is None:
+            self._landing_zone = Landing(self.settings)
+        return self._landing_zone
+
+    @web.head(HEALTH_ROUTE, include_in_schema=False)
+    @web.get(HEALTH_ROUTE, operation_id="portrait__health", tags=[bentoml_internals.APP_TAG_NAME])
     def health(self) -> Health:
         """Readiness with reasons (the same check as ``/readyz``), and the loaded model versions."""
         reasons = self.tagger.readiness()
         return Health(ready=not reasons, reasons=reasons, models=self.tagger.versions)
 
 
-Portrait.add_asgi_middleware(PortraitMiddleware)
+def add_middlewares(service: Any) -> None:
+    """The ASGI middlewares every Portrait service carries (also ``benchmarks/portrait_variant.py``'s)."""
+    service.add_asgi_middleware(ApiKeyMiddleware)
+    service.add_asgi_middleware(ServiceUnavailableMiddleware, overload_routes=(TAGS_ROUTE,))
 
-__all__ = ["Portrait", "ServingError"]
+
+add_middlewares(Portrait)
+
+__all__ = ["BATCH_MAX_LATENCY_MS", "Portrait", "ServingError", "TagsOutput", "web"]

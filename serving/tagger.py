@@ -25,6 +25,7 @@ from feast.type_map import feast_value_type_to_python_type
 from mlflow.exceptions import MlflowException
 from pydantic import TypeAdapter
 
+from features import realtime
 from features import store as fs
 from portrait import catalogue
 from portrait.backends import BackendUnavailable
@@ -84,6 +85,7 @@ class Tagger:
         self.store_error: str | None = None
         self.store: FeatureStore | None = None
         self._refs: list[str] = []
+        self._realtime_view: Any = None  # the registered real-time view (features.realtime), if any
         self._names: list[str] = []  # the refs' feature names (unique across views)
         self._view_firsts: list[str] = []  # one feature per view: a view's features share its timestamp
         self._vector_index: list[int] | None = None  # each ref's position in the pre-computed vectors
@@ -98,6 +100,10 @@ class Tagger:
             self._open_store()
         except Unavailable:
             logger.warning("not ready: %s", self.store_error)
+
+    def open_store(self) -> FeatureStore:
+        """The Feast store (opened on first use); :class:`Unavailable` when its registry cannot be reached."""
+        return self._open_store()
 
     def _open_store(self) -> FeatureStore:
         """The Feast store, opened on first use (and the models' feature references resolved)."""
@@ -177,6 +183,10 @@ class Tagger:
                 self._vector_index = [position[r] for r in refs]
                 self._layout = layout
         self._refs = refs
+        try:
+            self._realtime_view = store.get_feature_view(realtime.VIEW)
+        except Exception:  # noqa: BLE001 - a registry applied before the real-time view existed
+            self._realtime_view = None
 
     @property
     def versions(self) -> dict[str, str]:
@@ -316,7 +326,34 @@ class Tagger:
         known: dict[str, np.ndarray] = {"customer_id": np.asarray(customer_ids, dtype=object)[keep]}
         known.update({name: col[keep] for name, col in columns.items()})
         known["_features_ts"] = stamps[keep]
+        self._apply_realtime(known)
         return known, found
+
+    def _apply_realtime(self, known: dict[str, Any]) -> None:
+        """Read the known customers' real-time rows (``known["_realtime"]``) and make the batch recency
+        features fresher where an event, add-to-cart or purchase arrived since (``features.realtime``)."""
+        n = len(known["customer_id"])
+        if self._realtime_view is None or self.store is None or not n:
+            known["_realtime"] = [None] * n
+            return
+        try:
+            rows = realtime.read_online(self.store, self._realtime_view, known["customer_id"].tolist())
+        except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
+            self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
+            raise Unavailable(self.store_error) from exc
+        known["_realtime"] = rows
+        now = datetime.now(UTC)
+        stamps = known["_features_ts"]
+        copied: set[str] = set()
+        for i, row in enumerate(rows):
+            if row is None:
+                continue
+            batch = {f: known[f][i] for f in realtime.FRESH_DAYS if f in known}
+            for feature, value in realtime.fresher_features(row, batch, float(stamps[i]), now).items():
+                if feature not in copied:  # columns may be read-only views of the read buffer
+                    known[feature] = np.array(known[feature], dtype="float64")
+                    copied.add(feature)
+                known[feature][i] = value
 
     def _read_views(
         self, customer_ids: Sequence[str]
@@ -458,6 +495,8 @@ class Tagger:
             for e in catalogue.tag_models()
             if e.name not in self.models and e.response_field
         }
+        live_rows = known["_realtime"]
+        now, cart_hours = datetime.now(UTC), self.settings.cart_abandon_hours
         rows: list[dict[str, Any]] = []
         k = 0
         for i, cid in enumerate(customer_ids):
@@ -481,6 +520,12 @@ class Tagger:
             )
             row["rfm_segment"], row["rfm_score"] = rfm_segment(recency[k], orders[k], spend[k], edges)
             row["features_timestamp"] = _as_datetime(stamps[k])
+            live = live_rows[k]
+            row["realtime"] = realtime.realtime_tags(live, now, cart_hours)
+            row["features_timestamps"] = {
+                "batch": row["features_timestamp"],
+                "realtime": live.timestamp if live is not None else None,
+            }
             rows.append(row)
             k += 1
         out = _TAGS.validate_python(rows)
@@ -519,6 +564,10 @@ class Tagger:
         out["rfm_segment"] = [s for s, _ in rfm]
         out["rfm_score"] = [s for _, s in rfm]
         out["features_timestamp"] = pd.to_datetime(pd.Series(known["_features_ts"]), unit="s", utc=True)
+        now, hours = datetime.now(UTC), self.settings.cart_abandon_hours
+        live = [realtime.realtime_tags(r, now, hours) for r in known["_realtime"]]
+        for flag in ("visited_today", "purchased_today", "cart_abandoned"):
+            out[flag] = [tags[flag] for tags in live]
         return out
 
     # -- lookalike -------------------------------------------------------------------------------------

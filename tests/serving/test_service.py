@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -23,6 +24,14 @@ KNOWN = ["C0000001", "C0000002", "C0000003", "C0000010"]
 @pytest.fixture
 def client(api, served):
     return api
+
+
+@pytest.fixture
+def live(api):
+    """The service instance behind the session's app (BentoML's current service in this process)."""
+    import bentoml
+
+    return bentoml.get_current_service()
 
 
 def test_tags_for_known_and_unknown_customers(client):
@@ -121,11 +130,9 @@ def test_openapi_documents_every_field(client):
     assert undocumented == []
 
 
-def test_api_keys_and_scopes(client, served, monkeypatch):
-    from serving.middleware import service_state
-
+def test_api_keys_and_scopes(client, served, live, monkeypatch):
     keys = {"tag-key": ["tags:read"], "ad-key": ["lookalike:create"]}
-    monkeypatch.setattr(service_state.settings, "api_keys", keys)
+    monkeypatch.setattr(live.settings, "api_keys", keys)
     seed = {"seed_ids": [f"C{i:07d}" for i in range(1, 150)], "size": 20}
     before = len(served.audit_log.read_text().splitlines()) if served.audit_log.exists() else 0
     c = client
@@ -147,20 +154,109 @@ def test_api_keys_and_scopes(client, served, monkeypatch):
     assert entry["seed_size"] == 149 and entry["audience_size"] == 20 and entry["model_version"]
 
 
-def test_missing_champion_makes_readiness_fail_with_a_reason(client, served, tmp_path):
-    from serving.middleware import service_state
-
-    tagger = service_state.tagger
-    empty = served.model_copy(update={"mlflow_tracking_uri": f"sqlite:///{tmp_path / 'empty.db'}"})
+def test_missing_champion_makes_readiness_fail_with_a_reason(client, served, live, tmp_path):
+    tagger = live.tagger
+    empty = served.model_copy(
+        update={
+            "mlflow_tracking_uri": f"sqlite:///{tmp_path / 'empty.db'}",
+            # Every model required: a registry without any champion is otherwise "nothing trained yet".
+            "required_models": ["churn", "conversion", "clv", "lookalike"],
+        }
+    )
     tagger.__init__(empty)  # the live service now sees a registry without champions
     try:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "no champion version of model 'churn'" in ready.text
         r = client.post("/v1/tags", json={"customer_ids": ["C0000001"]})
         assert r.status_code == 503 and "churn" in r.json()["reasons"][0]
+        assert r.json()["error"] == "service unavailable" and "retry-after" not in r.headers
+        seed = {"seed_ids": [f"C{i:07d}" for i in range(1, 150)], "size": 20}
+        expand = client.post("/v1/lookalike", json=seed)
+        assert expand.status_code == 503 and any("lookalike" in x for x in expand.json()["reasons"])
+        health = client.get("/v1/health")
+        assert health.status_code == 200 and health.json()["ready"] is False and health.json()["reasons"]
     finally:
         tagger.__init__(served)
     assert client.get("/readyz").status_code == 200
+
+
+def test_request_size_limit_comes_from_the_settings(client, live, monkeypatch):
+    monkeypatch.setattr(live.settings, "max_ids_per_request", 3)
+    r = client.post("/v1/tags", json={"customer_ids": KNOWN})  # 4 ids
+    assert r.status_code == 400 and "at most 3 customer ids per request" in r.text, r.text
+    assert client.post("/v1/tags", json={"customer_ids": KNOWN[:3]}).status_code == 200
+
+
+def test_client_errors_are_logged_as_one_warning_line_without_traceback(client, live, monkeypatch, caplog):
+    monkeypatch.setattr(live.settings, "api_keys", {"tag-key": ["tags:read"], "ad-key": ["lookalike:create"]})
+    tag, ad = {"X-API-Key": "tag-key"}, {"Authorization": "Bearer ad-key"}
+    json_type = {"content-type": "application/json"}
+    unknown_seed = {"seed_ids": ["ghost1", "ghost2"], "size": 10}
+    with caplog.at_level(logging.DEBUG):
+        answers = [
+            client.post("/v1/tags", content=b"{not json", headers={**tag, **json_type}),
+            client.post("/v1/tags", json={"customer_ids": []}, headers=tag),
+            client.post("/v1/tags", json={"customer_ids": ["C0000001"]}),
+            client.get("/v1/models", headers={"X-API-Key": "wrong"}),
+            client.post("/v1/lookalike", json=unknown_seed, headers=tag),
+            client.post("/v1/lookalike", json=unknown_seed, headers=ad),
+            client.post("/v1/lookalike", json={"seed_ids": ["C0000001"]}, headers=ad),
+            client.post("/v1/health"),
+        ]
+    assert [a.status_code for a in answers] == [400, 400, 401, 401, 403, 400, 400, 405]
+    for answer in answers:  # JSON error bodies that name the problem
+        assert answer.headers["content-type"].startswith("application/json"), answer.text
+        assert answer.json()["error"], answer.text
+    assert "unknown" in answers[5].json()["error"]  # the lookalike model's own refusal, not a list
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert not [r for r in caplog.records if r.exc_info or r.stack_info]
+    assert "Traceback" not in caplog.text
+    refusals = [r for r in caplog.records if r.getMessage().startswith("client error")]
+    assert len(refusals) == len(answers) and all(r.levelno == logging.WARNING for r in refusals)
+    assert all("\n" not in r.getMessage() for r in refusals)
+
+
+def test_get_routes_docs_redirect_and_security_schemes(client):
+    assert client.get("/v1/models").status_code == 200 and client.get("/v1/health").status_code == 200
+    assert client.head("/v1/health").status_code == 200  # probes may use HEAD
+    docs = client.get("/docs", follow_redirects=False)
+    assert docs.status_code == 307 and docs.headers["location"] == "/"
+    ui = client.get("/docs")
+    assert ui.status_code == 200 and ui.headers["content-type"].startswith("text/html")
+    spec = client.get("/docs.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {**schemes["HTTPBearer"], "type": "http", "scheme": "bearer"}
+    assert schemes["APIKeyHeader"] == {
+        **schemes["APIKeyHeader"],
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+    }
+    models = spec["paths"]["/v1/models"]
+    assert set(models) == {"get"} and set(spec["paths"]["/v1/health"]) == {"get"}
+    assert models["get"]["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+    assert "security" not in spec["paths"]["/v1/health"]["get"]  # probes stay open
+    assert models["get"]["tags"] == spec["paths"]["/v1/tags"]["post"]["tags"]  # one group in the UI
+    assert "/docs" not in spec["paths"]
+
+
+def test_tags_body_is_bentomls_default_encoding(client):
+    """``TagsOutput`` writes the body with pydantic; BentoML's own list output would give the same JSON."""
+    import bentoml
+
+    from serving.schemas import CustomerTags
+    from serving.service import TagsOutput
+
+    r = client.post("/v1/tags", json={"customer_ids": [*KNOWN[:2], "nobody"]})
+    assert r.headers["content-type"] == "application/json"
+
+    def listing(self, ids: list[str]) -> list[CustomerTags]: ...
+
+    listing.__annotations__["return"] = list[CustomerTags]  # resolved here, not from the module's names
+    default = bentoml.IODescriptor.from_output(listing)
+    tags = [CustomerTags.model_validate(item) for item in r.json()]
+    assert json.loads(default(tags).model_dump_json()) == r.json()
+    assert json.loads(TagsOutput(tags).model_dump_json()) == r.json()
 
 
 def _free_port() -> int:

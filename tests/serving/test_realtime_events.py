@@ -1,0 +1,127 @@
+"""Events in, tags updated at once: POST /v1/events against a real `bentoml serve` of a workspace copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from features.pipeline import compute_features
+from features.tables import snapshot_path
+from portrait.settings import Settings
+from portrait.workflow import validate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A copy of the served workspace (the shared one stays untouched) and a real server on it."""
+    home = tmp_path_factory.mktemp("realtime") / "ws"
+    shutil.copytree(served_home, home)
+    port = _free_port()
+    env = {**os.environ, "PORTRAIT_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("PORTRAIT_API_KEYS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the service did not become ready: {proc.stderr.read().decode()[-3000:]}")
+        time.sleep(0.5)
+    yield base, home
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tags(base: str, ids: list[str]) -> list[dict]:
+    response = httpx.post(f"{base}/v1/tags", json={"customer_ids": ids}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_an_add_to_cart_event_changes_the_tags_at_once_and_reaches_the_next_batch(live) -> None:
+    base, home = live
+    ids = [f"C{i:07d}" for i in range(1, 80)]
+    before = {t["customer_id"]: t for t in _tags(base, ids) if t["found"]}
+    # A customer whose propensity can still rise, with no cart in the last day.
+    cid = min(before, key=lambda c: abs(before[c]["conversion"]["probability"] - 0.3))
+    assert before[cid]["realtime"]["cart_abandoned"] is False
+    now = datetime.now(UTC).replace(microsecond=0)
+    event = {
+        "event_id": f"rt-{cid}-1",
+        "customer_id": cid,
+        "ts": now.isoformat(),
+        "event_type": "add_to_cart",
+        "category": "toys",
+        "session_id": "rt-session",
+    }
+    response = httpx.post(f"{base}/v1/events", json={"events": [event]}, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "customers_updated": 1}
+    after = _tags(base, [cid])[0]
+    assert after["realtime"]["cart_abandoned"] is True
+    assert after["realtime"]["visited_today"] is True
+    assert after["realtime"]["purchased_today"] is False
+    assert after["features_timestamps"]["realtime"] is not None
+    assert after["conversion"]["probability"] > before[cid]["conversion"]["probability"]
+    # A retried batch is not counted twice; a bad item is refused with the batch validator's reason.
+    retry = httpx.post(
+        f"{base}/v1/events",
+        json={"events": [event, {**event, "event_id": "rt-bad", "event_type": "teleport"}]},
+        timeout=30,
+    ).json()
+    assert retry["accepted"] == 0 and retry["duplicates"] == 1
+    assert retry["rejected"] == [{"index": 1, "kind": "event", "reason": "unknown_event_type"}]
+    # The next batch build includes the event.
+    settings = Settings(home=home)
+    validate(settings)
+    snapshot = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+    compute_features(settings.clean_dir, settings.features_dir, [snapshot])
+    behaviour = pd.read_parquet(snapshot_path(settings.features_dir, "customer_behaviour", snapshot))
+    assert int(behaviour.set_index("customer_id").loc[cid, "add_to_cart_30d"]) == 1
+
+
+def test_bad_event_requests_get_a_4xx_naming_the_problem(live) -> None:
+    base, _ = live
+    empty = httpx.post(f"{base}/v1/events", json={}, timeout=30)
+    assert empty.status_code == 422 and "at least one item" in empty.text
+    unknown_field = httpx.post(f"{base}/v1/events", json={"events": [{"customer": "x"}]}, timeout=30)
+    assert unknown_field.status_code == 422 and "customer" in unknown_field.text
+    broken = httpx.post(
+        f"{base}/v1/events", content=b"{not json", headers={"content-type": "application/json"}, timeout=30
+    )
+    assert broken.status_code in (400, 422)
