@@ -14,6 +14,8 @@ Conventions
 * ``amount`` is signed: purchases have ``amount >= 0`` and ``quantity > 0``; returns
   (``is_return=True``) carry the refunded value as ``amount <= 0`` and ``quantity <= 0``.
 * One transaction row is one order line; an order (``order_id``) may have several lines.
+* The required fields of a row model are exactly :data:`REQUIRED_COLUMNS`, the columns validation
+  demands (``portrait data schema`` prints them as JSON Schema ``required``).
 """
 
 from __future__ import annotations
@@ -51,7 +53,10 @@ class TransactionRow(BaseModel):
     amount: float = Field(description="Line value in currency units; <= 0 on returns, >= 0 otherwise.")
     quantity: int = Field(description="Units; <= 0 on returns, > 0 otherwise.")
     category: str | None = Field(None, description="Product category.")
-    is_return: bool = Field(False, description="True for a return / cancellation line.")
+    is_return: bool = Field(
+        description="True for a return / cancellation line. Required: a source without returns gives the "
+        "constant false (`constants: {is_return: false}` in an import mapping)."
+    )
 
 
 class EventRow(BaseModel):

@@ -10,6 +10,21 @@ gone), always into a quarantine file with a reason, never silently. Every file i
 temporary file beside its target and all of a loader's files are moved into place together
 (``os.replace``) once all were written.
 
+One import path
+---------------
+The mapping onto the contract goes through the importer (:func:`features.importer.stage_relations`),
+the code behind ``portrait data import``: :func:`online_retail_mapping` and :func:`cdnow_mapping` are
+what a mapping file would say (columns, expressions, constants, derived order ids, customers from
+activity, ``merge_lines``, ``amount_decimals``). What a mapping cannot express stays a loader
+**pre-step** in SQL or pandas, run before the mapping, over the same connection:
+
+* Online Retail: setting aside non-product and exact duplicate lines (a mapping maps rows, it does
+  not judge them), and the customers table, which is computed over *all* lines read (also those set
+  aside: a customer's first invoice may be a postage line) with the most frequent country -- an
+  aggregate over another table than the transactions the mapping writes.
+* CDNOW: reading the whitespace-aligned text file (neither CSV nor Parquet) and checking its header
+  and every value, so a wrong file fails naming the line at fault.
+
 Online Retail (``online_retail.parquet``, UCI)
 ----------------------------------------------
 * ``order_id`` = ``InvoiceNo``; ``customer_id`` = ``str(int(CustomerID))``, or null when the line
@@ -63,11 +78,9 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from features.contract import ARROW_SCHEMAS
+from features.importer import ROW, Mapping, SourceRelation, parse_mapping, stage_relations
 from features.validate import ContractError, _first_line, _lit, _nullable, _tmp_beside, _unlink
 from portrait.files import publish
 
@@ -190,10 +203,6 @@ def _non_product_sql(column: str) -> str:
     return f"({code} IN ({codes}) OR starts_with({code}, {_lit(_GIFT_VOUCHER_PREFIX)}))"
 
 
-def _publish(moves: list[tuple[Path, Path]]) -> None:
-    publish(moves)
-
-
 def _copy(
     con: duckdb.DuckDBPyConnection,
     query: str,
@@ -209,17 +218,62 @@ def _copy(
     return int(rows[0][0])
 
 
-def _write_arrow(table: pa.Table, target: Path, moves: list[tuple[Path, Path]]) -> int:
-    tmp = _tmp_beside(target)
-    moves.append((tmp, target))
-    pq.write_table(table, tmp)
-    return table.num_rows
+def _dataset_file(name: str, path: Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{name} file {path} does not exist.")
+    if not path.is_file():
+        raise ContractError(f"{name} file {path} is not a file.")
+    return path
 
 
-def _check_schema(path: Path, table: str) -> None:
-    actual = pq.read_schema(path)
-    if not actual.equals(ARROW_SCHEMAS[table]):
-        raise RuntimeError(f"loader wrote {path} with schema {actual}, expected {ARROW_SCHEMAS[table]}")
+def online_retail_mapping(path: Path, *, merge_lines: bool = True) -> Mapping:
+    """The Online Retail mapping (what a mapping file would say), over the pre-step's relations:
+    transactions from the kept product lines, customers from the pre-computed profile table."""
+    return parse_mapping(
+        {
+            "customers": {
+                "source": str(path),
+                "columns": {"customer_id": "customer_id", "signup_ts": "first_ts", "region": "Country"},
+            },
+            "transactions": {
+                "source": str(path),
+                "columns": {
+                    "order_id": "InvoiceNo",
+                    "customer_id": "CustomerID",
+                    "ts": "InvoiceDate",
+                    "quantity": "Quantity",
+                },
+                "expressions": {
+                    "amount": "CAST(Quantity AS DOUBLE) * CAST(UnitPrice AS DOUBLE)",
+                    "category": _category_sql("Description"),
+                    "is_return": "starts_with(upper(InvoiceNo), 'C')",
+                },
+                "timezone": "UTC",
+                "amount_decimals": 3,
+                "merge_lines": merge_lines,
+            },
+        },
+        name="online retail mapping",
+    )
+
+
+def cdnow_mapping(path: Path) -> Mapping:
+    """The CDNOW mapping (what a mapping file would say), over the pre-step's parsed records."""
+    return parse_mapping(
+        {
+            "customers": {"from_activity": True},
+            "transactions": {
+                "source": str(path),
+                "columns": {"ts": "date", "quantity": "number_of_cds", "amount": "dollar_value"},
+                "timestamp_format": "%Y%m%d",
+                "timezone": "UTC",
+                "constants": {"category": None, "is_return": False},
+                "derive": {"order_id": "{customer_id}-{ts:%Y%m%d}"},
+            },
+        },
+        name="CDNOW mapping",
+    )
 
 
 def load_online_retail(path: Path, raw_dir: Path, *, merge_lines: bool = True) -> LoadReport:
@@ -229,13 +283,10 @@ def load_online_retail(path: Path, raw_dir: Path, *, merge_lines: bool = True) -
     and category, and leaves exact duplicate lines to validation (reason ``duplicate``); validation
     then also quarantines the distinct lines that became identical rows (see the module docstring).
     """
-    path, raw_dir = Path(path), Path(raw_dir)
-    if not path.is_file():
-        raise ContractError(f"Online Retail file {path} does not exist.")
+    path, raw_dir = _dataset_file("Online Retail", path), Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     quarantine_path = raw_dir.parent / "quarantine" / "online_retail_loader.parquet"
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-    targets = {t: raw_dir / f"{t}.parquet" for t in ("customers", "transactions", "events")}
 
     con = duckdb.connect(":memory:")
     moves: list[tuple[Path, Path]] = []
@@ -261,6 +312,7 @@ def load_online_retail(path: Path, raw_dir: Path, *, merge_lines: bool = True) -
             if merge_lines
             else ""
         )
+        # Pre-step 1: the lines set aside (non-product, exact duplicate lines).
         con.execute(
             f"CREATE TEMP TABLE r AS SELECT *, CASE WHEN non_product THEN {_lit(NON_PRODUCT_REASON)} "
             f"{duplicate_rule} END AS reason FROM ("
@@ -277,53 +329,38 @@ def load_online_retail(path: Path, raw_dir: Path, *, merge_lines: bool = True) -
                 f"count(*) - count(DISTINCT ({all_cols})) FROM r"
             ).fetchall()[0]
         )
-
-        customer_id = "CAST(CAST(CustomerID AS BIGINT) AS VARCHAR)"
-        written: dict[str, int] = {}
-        # One row per invoice and category (see the module docstring), or per line.
-        lines = (
-            f"SELECT CAST(InvoiceNo AS VARCHAR) AS order_id, {customer_id} AS customer_id, "
-            "CAST(InvoiceDate AS TIMESTAMPTZ) AS ts, "
-            "round(CAST(Quantity AS DOUBLE) * CAST(UnitPrice AS DOUBLE), 3) AS amount, "
-            "CAST(Quantity AS BIGINT) AS quantity, "
-            f"{_category_sql('Description')} AS category, "
-            "starts_with(upper(InvoiceNo), 'C') AS is_return, source_row "
-            "FROM r WHERE reason IS NULL"
-        )
-        merged = (
-            "SELECT order_id, customer_id, ts, round(sum(amount), 3) AS amount, "
-            "CAST(sum(quantity) AS BIGINT) AS quantity, category, is_return "
-            f"FROM ({lines}) GROUP BY order_id, customer_id, ts, category, is_return "
-            "ORDER BY min(source_row)"
-        )
-        written["transactions"] = _copy(
-            con,
-            merged if merge_lines else f"SELECT * EXCLUDE (source_row) FROM ({lines}) ORDER BY source_row",
-            ARROW_SCHEMAS["transactions"].names,
-            targets["transactions"],
-            moves,
-        )
-        mapped_lines = con.execute("SELECT count(*) FROM r WHERE reason IS NULL").fetchall()[0][0]
-        written["customers"] = _copy(
-            con,
+        # The product lines kept, in file order: the mapping's transactions source.
+        con.execute(
+            f"CREATE TEMP VIEW or_lines AS SELECT {all_cols}, source_row AS {ROW} FROM r WHERE reason IS NULL"
+        ).fetchall()
+        # Pre-step 2: customers over all lines read (first invoice, most frequent country).
+        con.execute(
             f"""
-            WITH lines AS (SELECT {customer_id} AS customer_id, InvoiceDate, Country FROM r
-                           WHERE CustomerID IS NOT NULL),
+            CREATE TEMP TABLE or_customers AS
+            WITH lines AS (SELECT CAST(CAST(CustomerID AS BIGINT) AS VARCHAR) AS customer_id, InvoiceDate,
+                                  Country FROM r WHERE CustomerID IS NOT NULL),
                  first AS (SELECT customer_id, min(InvoiceDate) AS first_ts FROM lines GROUP BY customer_id),
                  country AS (SELECT customer_id, Country, count(*) AS n FROM lines
                              WHERE Country IS NOT NULL GROUP BY ALL),
                  top AS (SELECT customer_id, Country FROM country
                          QUALIFY row_number() OVER (PARTITION BY customer_id ORDER BY n DESC, Country) = 1)
-            SELECT f.customer_id, CAST(f.first_ts AS TIMESTAMPTZ) AS signup_ts,
-                   CAST(t.Country AS VARCHAR) AS region, CAST(NULL AS VARCHAR) AS gender,
-                   CAST(NULL AS VARCHAR) AS age_band, CAST(NULL AS VARCHAR) AS channel
-            FROM first f LEFT JOIN top t USING (customer_id) ORDER BY signup_ts, customer_id
-            """,
-            ARROW_SCHEMAS["customers"].names,
-            targets["customers"],
-            moves,
+            SELECT f.customer_id, f.first_ts, CAST(t.Country AS VARCHAR) AS Country,
+                   row_number() OVER (ORDER BY f.first_ts, f.customer_id) - 1 AS {ROW}
+            FROM first f LEFT JOIN top t USING (customer_id)
+            """
+        ).fetchall()
+        staged = stage_relations(
+            con,
+            online_retail_mapping(path, merge_lines=merge_lines),
+            {
+                "transactions": SourceRelation("or_lines", f"Online Retail file {path}"),
+                "customers": SourceRelation("or_customers", f"Online Retail file {path} (customers)"),
+            },
+            raw_dir,
         )
-        written["events"] = _write_arrow(ARROW_SCHEMAS["events"].empty_table(), targets["events"], moves)
+        moves += staged.moves
+        tables = staged.report.tables
+        written = {t: tables[t].rows_written for t in ("customers", "transactions", "events")}
         _copy(
             con,
             f"SELECT {all_cols}, reason, source_row FROM r WHERE reason IS NOT NULL ORDER BY source_row",
@@ -336,15 +373,13 @@ def load_online_retail(path: Path, raw_dir: Path, *, merge_lines: bool = True) -
                 "SELECT reason, count(*) FROM r WHERE reason IS NOT NULL GROUP BY reason ORDER BY reason DESC"
             ).fetchall()
         )
-        lines_merged = mapped_lines - written["transactions"]
+        lines_merged = tables["transactions"].merged
         if written["transactions"] + lines_merged + sum(quarantined.values()) != rows_read:
             raise RuntimeError(
                 f"Online Retail mapping does not add up: read {rows_read}, transactions "
                 f"{written['transactions']}, merged {lines_merged}, set aside {quarantined}"
             )
-        for table, target in targets.items():
-            _check_schema(next(tmp for tmp, t in moves if t == target), table)
-        _publish(moves)
+        publish(moves)
     finally:
         con.close()
         for tmp, _ in moves:
@@ -363,15 +398,18 @@ def load_online_retail(path: Path, raw_dir: Path, *, merge_lines: bool = True) -
         duplicates_seen=int(duplicates),
         lines_merged=int(lines_merged),
         quarantined={k: int(v) for k, v in quarantined.items()},
-        paths={**{t: str(p) for t, p in targets.items()}, "quarantine": str(quarantine_path)},
+        paths={
+            **{t: tables[t].path or "" for t in ("customers", "transactions", "events")},
+            "quarantine": str(quarantine_path),
+        },
     )
 
 
 def load_cdnow(path: Path, raw_dir: Path) -> LoadReport:
     """Map CDNOW (``cdnow_master.txt``) onto the contract files in ``raw_dir``."""
-    path, raw_dir = Path(path), Path(raw_dir)
-    if not path.is_file():
-        raise ContractError(f"CDNOW file {path} does not exist.")
+    path, raw_dir = _dataset_file("CDNOW", path), Path(raw_dir)
+    # Pre-step: the whitespace-separated layout, its header and every value are checked here, so a
+    # wrong file fails with the line at fault before anything is mapped.
     try:
         df = pd.read_csv(path, sep=r"\s+", dtype=str, engine="c")
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -392,63 +430,52 @@ def load_cdnow(path: Path, raw_dir: Path) -> LoadReport:
         return values
 
     cid = parsed("customer_id", pd.to_numeric(df["customer_id"], errors="coerce"))
-    date = parsed("date", pd.to_datetime(df["date"], format="%Y%m%d", errors="coerce"))
+    parsed("date", pd.to_datetime(df["date"], format="%Y%m%d", errors="coerce"))
     cds = parsed("number_of_cds", pd.to_numeric(df["number_of_cds"], errors="coerce"))
     dollars = parsed("dollar_value", pd.to_numeric(df["dollar_value"], errors="coerce"))
     if (cid % 1 != 0).any() or (cds % 1 != 0).any():
         raise ContractError(f"CDNOW file {path} has a non-integer customer_id or number_of_cds.")
-
-    customer_id = cid.astype("int64").astype(str)
-    ts = date.dt.tz_localize("UTC")
-    transactions = pd.DataFrame(
+    records = pd.DataFrame(
         {
-            "order_id": customer_id + "-" + date.dt.strftime("%Y%m%d"),
-            "customer_id": customer_id,
-            "ts": ts,
-            "amount": dollars.astype("float64"),
-            "quantity": cds.astype("int64"),
-            "category": pd.Series([None] * rows_read, dtype=object),
-            "is_return": False,
+            "customer_id": cid.astype("int64"),  # 00001 -> 1 (mapped to the string "1")
+            "date": df["date"],
+            "number_of_cds": cds.astype("int64"),
+            "dollar_value": dollars.astype("float64"),
+            ROW: range(rows_read),
         }
     )
-    customers = (
-        transactions.groupby("customer_id", sort=False, as_index=False)["ts"]
-        .min()
-        .rename(columns={"ts": "signup_ts"})
-        .sort_values(["signup_ts", "customer_id"], kind="stable")
-    )
-    for column in ("region", "gender", "age_band", "channel"):
-        customers[column] = None
 
     raw_dir.mkdir(parents=True, exist_ok=True)
-    targets = {t: raw_dir / f"{t}.parquet" for t in ("customers", "transactions", "events")}
-    frames = {"customers": customers, "transactions": transactions}
-    moves: list[tuple[Path, Path]] = []
-    written: dict[str, int] = {}
+    con = duckdb.connect(":memory:")
     try:
-        for table, frame in frames.items():
-            arrow = pa.Table.from_pandas(frame, schema=ARROW_SCHEMAS[table], preserve_index=False, safe=True)
-            written[table] = _write_arrow(arrow.replace_schema_metadata(None), targets[table], moves)
-        written["events"] = _write_arrow(ARROW_SCHEMAS["events"].empty_table(), targets["events"], moves)
-        for table, target in targets.items():
-            _check_schema(next(tmp for tmp, t in moves if t == target), table)
-        _publish(moves)
+        con.register("cdnow_frame", records)
+        con.execute("CREATE TEMP TABLE cdnow_records AS SELECT * FROM cdnow_frame").fetchall()
+        con.unregister("cdnow_frame")
+        staged = stage_relations(
+            con,
+            cdnow_mapping(path),
+            {"transactions": SourceRelation("cdnow_records", f"CDNOW file {path}")},
+            raw_dir,
+        )
+        try:
+            staged.commit()
+        finally:
+            staged.discard()
     finally:
-        for tmp, _ in moves:
-            _unlink(tmp)
-
+        con.close()
+    tables = staged.report.tables
     return LoadReport(
         dataset="cdnow",
         source=str(path),
         rows_read=rows_read,
-        rows_written=written,
+        rows_written={t: tables[t].rows_written for t in ("customers", "transactions", "events")},
         missing_customer_id=0,
         cancellations=0,
         non_product_lines=0,
         zero_price=int((dollars == 0).sum()),
         negative_price=int((dollars < 0).sum()),
         duplicates_seen=int(df.duplicated().sum()),
-        paths={t: str(p) for t, p in targets.items()},
+        paths={t: tables[t].path or "" for t in ("customers", "transactions", "events")},
     )
 
 
@@ -460,6 +487,8 @@ __all__ = [
     "ONLINE_RETAIL_CATEGORIES",
     "ONLINE_RETAIL_COLUMNS",
     "LoadReport",
+    "cdnow_mapping",
     "load_cdnow",
     "load_online_retail",
+    "online_retail_mapping",
 ]

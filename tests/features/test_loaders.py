@@ -7,6 +7,8 @@ tests are skipped with the reason, except in CI (``CI`` set), where the files mu
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -202,3 +204,43 @@ def test_loaders_reject_unusable_files(tmp_path: Path) -> None:
     with pytest.raises(ContractError, match="retail.parquet is missing column"):
         load_online_retail(other, tmp_path / "raw")
     assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+
+
+def test_cli_load_of_a_wrong_or_missing_file_is_one_line(tmp_path: Path) -> None:
+    """`portrait data load DATASET --path FILE` with a file of another format, a folder or no file at all
+    ends in one error line and exit 2, never a traceback."""
+    other = tmp_path / "other.csv"
+    other.write_text("customer,date\nC1,01/01/2024\n")
+    binary = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"a": [1]}), binary)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    cases = [
+        (
+            "cdnow",
+            other,
+            "has header 'customer,date', expected 'customer_id date number_of_cds dollar_value'",
+        ),
+        ("cdnow", binary, "CDNOW file"),
+        ("cdnow", empty, "cannot be read"),
+        ("cdnow", tmp_path / "missing.txt", "does not exist"),
+        ("cdnow", tmp_path, "is not a file"),
+        ("online-retail", other, "cannot be read as Parquet"),
+        ("online-retail", binary, "is missing column(s) InvoiceNo"),
+    ]
+    script = Path(sys.executable).with_name("portrait")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "portrait.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
+    env.update(PORTRAIT_HOME=str(tmp_path / "ws"), COLUMNS="80")
+    for dataset, path, expected in cases:
+        result = subprocess.run(
+            [*command, "data", "load", dataset, "--path", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2, (dataset, path, result.stderr)
+        assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+        assert lines[0].startswith("error: ") and expected in lines[0], (dataset, path, lines[0])
