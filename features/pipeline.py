@@ -46,6 +46,7 @@ import ibis
 import ibis.expr.types as ir
 from ibis import _
 
+from features import realtime
 from features.contract import EVENT_TYPES
 from features.tables import snapshot_label as snapshot_label  # re-exported: the pipeline names its outputs
 from features.tables import snapshot_path
@@ -460,6 +461,7 @@ def compute_features(
                 with atomic_path(target) as tmp:
                     con.to_parquet(final, str(tmp))
                 paths[view].append(target)
+            paths.setdefault(realtime.VIEW, []).append(realtime.build_table(clean_dir, out_dir, snap))
             rows += int(con.execute(exprs["customer_profile"].count()))
             logger.info(
                 "features for snapshot %s written (%.1f s so far)",

@@ -15,6 +15,7 @@ from feast import FeatureStore
 from features.feast_repo.entities import customer
 from features.feast_repo.feature_services import feature_services
 from features.feast_repo.feature_views import feature_views
+from features.feast_repo.realtime import realtime_view
 from features.store import feature_store, write_repo_or_warn
 from portrait.settings import Settings
 
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 def definitions(settings: Settings) -> list[Any]:
     """Feast objects of the repo: the customer entity, the feature views and one service per model."""
     views = feature_views(settings)
-    return [customer(), *views, *feature_services(views)]
+    return [customer(), *views, *feature_services(views), realtime_view(settings)]
 
 
 def apply(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:

@@ -69,6 +69,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -585,6 +586,7 @@ def _stage_table(
     known_customers: Path | str | Iterable[str] | pa.Table | None,
     allow_empty: bool,
     threads: int | None,
+    require_usable: bool = True,
 ) -> _Staged:
     started = time.perf_counter()
     if table not in TABLES:
@@ -707,7 +709,7 @@ def _stage_table(
                 f"validation of {label} does not add up: read {rows_read}, accepted {accepted}, "
                 f"quarantined {quarantined}, by reason {counted}; nothing was written"
             )
-        if rows_read and not accepted:
+        if rows_read and not accepted and require_usable:
             detail = ", ".join(f"{r}: {n:,}" for r, n in by_reason.items())
             raise ContractError(
                 f"{label} has no usable row: all {rows_read:,} rows failed validation ({detail})."
@@ -743,6 +745,7 @@ def validate_table(
     known_customers: Path | str | Iterable[str] | pa.Table | None = None,
     allow_empty: bool | None = None,
     threads: int | None = None,
+    require_usable: bool = True,
 ) -> TableReport:
     """Validate one raw input against the contract, writing the clean and quarantine files.
 
@@ -751,8 +754,9 @@ def validate_table(
     the accepted customer ids, as a Parquet file with a ``customer_id`` column or an iterable of
     ids; enables ``unknown_customer`` for transactions and events. ``allow_empty``: whether a
     file with no data rows is acceptable (default: only for ``events``). ``threads``: DuckDB
-    threads (default: all cores). Raises :class:`ContractError` for an unusable input, in which
-    case no file is written.
+    threads (default: all cores). ``require_usable``: whether an input whose every row fails is an
+    error (the default; real-time batches turn it off and report each row). Raises
+    :class:`ContractError` for an unusable input, in which case no file is written.
     """
     staged = _stage_table(
         table,
@@ -763,6 +767,7 @@ def validate_table(
         known_customers=known_customers,
         allow_empty=_ALLOW_EMPTY_DEFAULT[table] if allow_empty is None else allow_empty,
         threads=threads,
+        require_usable=require_usable,
     )
     try:
         staged.commit()
@@ -786,10 +791,17 @@ def validate_workspace(settings: Settings, now: datetime | None = None) -> Valid
     for d in (clean, quarantine, reports_dir):
         d.mkdir(parents=True, exist_ok=True)
 
+    from features.landing import export_raw, landing_files
+
+    export_raw(settings)  # events and transactions accepted in real time, validated with the rest
+    landed = landing_files(settings)
     staged: dict[str, _Staged] = {}
+    links: list[Path] = []
     try:
         for table in TABLES:
             source = raw / f"{table}.parquet"
+            if table in landed and landed[table].exists():
+                source = _with_landed(source, landed[table], links) if source.exists() else landed[table]
             clean_path, quarantine_path = clean / f"{table}.parquet", quarantine / f"{table}.parquet"
             if table == "events" and not source.exists():
                 staged[table] = _stage_absent(table, source, clean_path, quarantine_path)
@@ -813,9 +825,26 @@ def validate_workspace(settings: Settings, now: datetime | None = None) -> Valid
     finally:
         for s in staged.values():
             s.discard()
+        for link in links:
+            shutil.rmtree(link, ignore_errors=True)
     report = ValidationReport(now=now_utc, **{t: s.report for t, s in staged.items()})
     _atomic_write_text(report.model_dump_json(indent=2), reports_dir / "validation.json")
     return report
+
+
+def _with_landed(source: Path, landed: Path, links: list[Path]) -> Path:
+    """A folder holding the raw file and the landed rows (hard links, or copies across file systems),
+    validated as one input: a Parquet directory."""
+    folder = source.parent / f".{source.stem}.with_landing.{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    links.append(folder)
+    for i, path in enumerate((source, landed)):
+        target = folder / f"part-{i}.parquet"
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    return folder
 
 
 def _stage_absent(table: str, source: Path, clean_path: Path, quarantine_path: Path) -> _Staged:

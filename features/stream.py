@@ -1,0 +1,142 @@
+"""`portrait stream`: events and transactions from a message broker, through the same ingest as HTTP.
+
+FastStream speaks Redis Streams (default: ``settings.broker_url`` or ``settings.redis_url``) and Kafka
+(``kafka://host:port``, with ``faststream[kafka]`` installed), so a CDP on Kafka switches by configuration.
+A message is one JSON item: ``{"kind": "event", ...event fields}`` or ``{"kind": "transaction", ...}``
+(the fields of ``POST /v1/events``' items).
+
+Delivery is at least once and deduplicated: a batch is acknowledged only after :func:`features.realtime.ingest`
+has stored it durably in the landing zone, whose key (event id / order line) drops a redelivered item. On
+Redis, a second subscriber claims messages another consumer read but never acknowledged (it was killed) once
+they have been pending for ``stream_claim_idle_ms``. Rejected items are appended, with their reason, to
+``data/quarantine/stream.jsonl``: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from features.landing import Landing
+from features.realtime import IngestResult, ingest
+from portrait.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GROUP = "portrait"
+BATCH = 500
+
+
+def broker_url(settings: Settings) -> str:
+    return settings.broker_url or settings.redis_url
+
+
+def consumer_name(settings: Settings) -> str:
+    return settings.stream_consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def handle(settings: Settings, messages: Sequence[Any], store: Any, landing: Landing) -> IngestResult:
+    """Ingest one batch of broker messages (decoded JSON items)."""
+    events: list[dict[str, Any]] = []
+    transactions: list[dict[str, Any]] = []
+    malformed: list[tuple[Any, str]] = []
+    for message in messages:
+        item = dict(message) if isinstance(message, dict) else None
+        kind = item.pop("kind", "event") if item is not None else None
+        if item is None or kind not in ("event", "transaction"):
+            malformed.append(
+                (message, "malformed_message: expected a JSON object with kind event|transaction")
+            )
+        else:
+            (events if kind == "event" else transactions).append(item)
+    result = ingest(settings, events, transactions, store=store, landing=landing)
+    rejected = [(([*events, *transactions])[i], reason) for i, reason in result.rejected] + malformed
+    if rejected:
+        _quarantine(settings, rejected)
+    logger.info(
+        "stream batch: %d accepted, %d duplicates, %d rejected",
+        result.accepted,
+        result.duplicates,
+        len(rejected),
+    )
+    return result
+
+
+def _quarantine(settings: Settings, rejected: Sequence[tuple[Any, str]]) -> None:
+    path = settings.quarantine_dir / "stream.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    at = datetime.now(UTC).isoformat()
+    with path.open("a", encoding="utf-8") as fh:
+        for item, reason in rejected:
+            fh.write(json.dumps({"at": at, "reason": reason, "item": item}, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def build_app(settings: Settings, store: Any) -> Any:
+    """The FastStream application consuming ``settings.events_stream`` into the landing zone and the store."""
+    from faststream import AckPolicy, FastStream
+
+    landing = Landing(settings)
+    url = broker_url(settings)
+    if url.startswith("kafka://"):
+        try:
+            from faststream.kafka import KafkaBroker
+        except ImportError as exc:  # pragma: no cover - an optional extra
+            raise RuntimeError("Kafka needs `pip install faststream[kafka]`") from exc
+        broker = KafkaBroker(url.removeprefix("kafka://"))
+
+        @broker.subscriber(
+            settings.events_stream,
+            group_id=GROUP,
+            batch=True,
+            max_records=BATCH,
+            auto_commit=False,
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+        )
+        async def consume_kafka(messages: list[dict[str, Any]]) -> None:
+            handle(settings, messages, store, landing)
+
+        return FastStream(broker)
+
+    from faststream.redis import RedisBroker, StreamSub
+
+    broker = RedisBroker(url)
+    name = consumer_name(settings)
+
+    async def consume(messages: list[dict[str, Any]]) -> None:
+        handle(settings, messages, store, landing)
+
+    broker.subscriber(
+        stream=StreamSub(settings.events_stream, group=GROUP, consumer=name, batch=True, max_records=BATCH),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )(consume)
+
+    async def reclaim(message: dict[str, Any]) -> None:
+        handle(settings, [message], store, landing)
+
+    broker.subscriber(  # messages a dead consumer read but never acknowledged
+        stream=StreamSub(
+            settings.events_stream,
+            group=GROUP,
+            consumer=name,
+            min_idle_time=settings.stream_claim_idle_ms,
+            polling_interval=1000,
+        ),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+    )(reclaim)
+    return FastStream(broker)
+
+
+async def publish(settings: Settings, items: Sequence[dict[str, Any]]) -> None:
+    """Put items on the stream (tests, the demo, benchmarks; a CDP publishes its own)."""
+    from faststream.redis import RedisBroker
+
+    async with RedisBroker(broker_url(settings)) as broker:
+        for item in items:
+            await broker.publish(item, stream=settings.events_stream)

@@ -1,0 +1,120 @@
+"""`portrait stream` on the real Redis: killed with SIGKILL and restarted, it loses and double-counts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from features import repo
+from features.stream import GROUP, publish
+from portrait.settings import Settings
+from tests.production.conftest import Servers
+
+pytestmark = pytest.mark.production
+ROOT = Path(__file__).resolve().parents[2]
+CUSTOMERS = ("A", "B", "C")
+
+
+def _landed(settings: Settings) -> int:
+    path = settings.data_root / "landing" / "landing.db"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=30) as con:
+        try:
+            return int(con.execute("SELECT count(*) FROM portrait_landing").fetchone()[0])
+        except sqlite3.OperationalError:  # the consumer has not created the table yet
+            return 0
+
+
+def _consumer(settings: Settings, stream: str, redis_url: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PORTRAIT_HOME": str(settings.home),
+        "PORTRAIT_EVENTS_STREAM": stream,
+        "PORTRAIT_BROKER_URL": redis_url,
+        "PORTRAIT_STREAM_CONSUMER": "consumer-1",
+        "PORTRAIT_STREAM_CLAIM_IDLE_MS": "1000",
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "portrait.cli", "stream"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _wait(settings: Settings, at_least: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (n := _landed(settings)) < at_least and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return n
+
+
+def test_a_killed_consumer_restarts_without_loss_or_double_counting(tiny_clean: Settings, servers: Servers):
+    repo.apply(tiny_clean)  # the real-time view the consumer pushes to
+    stream = f"portrait-test-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC) - timedelta(hours=1)
+    items = [
+        {
+            "kind": "event",
+            "event_id": f"e{i}",
+            "customer_id": CUSTOMERS[i % 3],
+            "ts": (now + timedelta(seconds=i)).isoformat(),
+            "event_type": "add_to_cart" if i % 7 == 0 else "view",
+            "session_id": "s",
+        }
+        for i in range(1200)
+    ]
+    client = redis.Redis.from_url(servers.redis_url)
+    try:
+        asyncio.run(
+            publish(
+                Settings(home=tiny_clean.home, events_stream=stream, broker_url=servers.redis_url),
+                items[:600],
+            )
+        )
+        first = _consumer(tiny_clean, stream, servers.redis_url)
+        try:
+            assert _wait(tiny_clean, 50, 120) >= 50, "the consumer landed nothing"
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)  # mid-stream: some messages read, not acknowledged
+            first.wait(timeout=10)
+        killed_at = _landed(tiny_clean)
+        asyncio.run(
+            publish(
+                Settings(home=tiny_clean.home, events_stream=stream, broker_url=servers.redis_url),
+                items[600:],
+            )
+        )
+        second = _consumer(tiny_clean, stream, servers.redis_url)
+        try:
+            landed = _wait(tiny_clean, len(items), 120)
+            time.sleep(2)  # anything counted twice would show up now
+            landed = _landed(tiny_clean)
+            deadline = time.monotonic() + 30
+            while client.xpending(stream, GROUP)["pending"] and time.monotonic() < deadline:
+                time.sleep(0.5)
+            pending = client.xpending(stream, GROUP)["pending"]
+        finally:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(timeout=20)
+    finally:
+        client.delete(stream)
+        client.close()
+    assert killed_at < len(items)
+    assert landed == len(items)  # every event exactly once (the landing key drops redeliveries)
+    assert pending == 0  # and every message acknowledged in the end
