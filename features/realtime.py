@@ -112,7 +112,7 @@ def fold(
     grouped = frame.groupby("customer_id", sort=True)
     out = grouped[list(COUNT_FEATURES)].sum()
     out[list(TIME_FEATURES)] = grouped[list(TIME_FEATURES)].max()
-    out["event_timestamp"] = pd.to_datetime(grouped["_ts"].max(), unit="s", utc=True)
+    out["event_timestamp"] = pd.to_datetime(grouped["_ts"].max(), unit="s", utc=True).dt.round("us")
     out["session_minutes"] = _session_minutes(
         acts[acts.kind == "event"], out.index, at_ts, session_gap_minutes
     )
@@ -258,16 +258,27 @@ def ingest(
     landing = landing or Landing(settings)
     result = IngestResult()
     landed: list[Item] = []
+    # Items whose explicit id has landed already (a retry, a redelivery) need no validation.
+    given = [str(e["event_id"]) for e in events if e.get("event_id")]
+    seen = landing.existing("event", given) if given else set()
+    if seen:
+        result.duplicates += sum(1 for e in events if e.get("event_id") and str(e["event_id"]) in seen)
     for offset, table, rows in ((0, "events", events), (len(events), "transactions", transactions)):
-        accepted, rejected = validate_items(settings, table, rows, now)
+        keep = [
+            i for i, r in enumerate(rows) if table != "events" or str(r.get("event_id") or "") not in seen
+        ]
+        accepted, rejected_kept = validate_items(settings, table, [rows[i] for i in keep], now)
+        rejected = {keep[i]: reason for i, reason in rejected_kept.items()}
+        rows = [rows[i] for i in keep] if len(keep) != len(rows) else rows
+        position = keep
         result.rejected += [(offset + i, reason) for i, reason in sorted(rejected.items())]
-        good = [i for i in range(len(rows)) if i not in rejected]
-        for i, row in zip(good, accepted, strict=False):
-            given = rows[i].get("event_id") if table == "events" else None
+        good = [j for j, i in enumerate(position) if i not in rejected]
+        for j, row in zip(good, accepted, strict=False):
+            explicit = rows[j].get("event_id") if table == "events" else None
             item_id = (
-                str(given)
-                if given
-                else (event_id(row) if table == "events" else line_id(row, int(rows[i].get("line") or 0)))
+                str(explicit)
+                if explicit
+                else (event_id(row) if table == "events" else line_id(row, int(rows[j].get("line") or 0)))
             )
             kind = "event" if table == "events" else "transaction"
             landed.append(
@@ -275,7 +286,7 @@ def ingest(
             )  # type: ignore[arg-type]
     new = landing.append(landed)
     result.accepted = sum(new)
-    result.duplicates = len(new) - result.accepted
+    result.duplicates += len(new) - result.accepted
     customers = sorted({item.customer_id for item, is_new in zip(landed, new, strict=True) if is_new})
     result.customers = customers
     if customers and store is not None:
@@ -306,7 +317,7 @@ def push(settings: Settings, store: Any, landing: Landing, customers: Sequence[s
     frame = fold(acts, max(now, latest.to_pydatetime()))
     if frame.empty:
         return 0
-    frame["created_timestamp"] = pd.Timestamp(now)
+    frame["created_timestamp"] = pd.Timestamp(now).floor("us")
     store.push(PUSH_SOURCE, frame)
     return len(frame)
 

@@ -106,6 +106,7 @@ def build_app(settings: Settings, store: Any) -> Any:
 
     from faststream.redis import RedisBroker, StreamSub
 
+    ensure_group(url, settings.events_stream)
     broker = RedisBroker(url)
     name = consumer_name(settings)
 
@@ -131,6 +132,21 @@ def build_app(settings: Settings, store: Any) -> Any:
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )(reclaim)
     return FastStream(broker)
+
+
+def ensure_group(url: str, stream: str) -> None:
+    """Create the consumer group at the start of the stream (FastStream would create it at its end, so
+    messages published before the first consumer started would be skipped); an existing group is kept."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+    finally:
+        client.close()
 
 
 async def publish(settings: Settings, items: Sequence[dict[str, Any]]) -> None:

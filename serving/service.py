@@ -41,6 +41,7 @@ from portrait.backends import BackendUnavailable
 from portrait.lookalike import ExpansionRequest, LookalikeError
 from portrait.settings import get_settings
 from serving import bentoml_internals
+from serving.metrics import tag_metrics
 from serving.middleware import ApiKeyMiddleware, ServiceUnavailableMiddleware
 from serving.schemas import (
     MAX_IDS,
@@ -123,6 +124,7 @@ class Portrait:
             )
         bentoml_internals.log_client_errors_as_warnings()
         self.tagger = Tagger(self.settings)
+        self.metrics = tag_metrics()
         if self.tagger.load_errors:
             logger.warning("not ready: %s", "; ".join(self.tagger.load_errors.values()))
         freeze_startup_objects()
@@ -151,9 +153,11 @@ class Portrait:
         answered. Requires scope ``tags:read`` when API keys are configured.
         """
         try:
-            return self.tagger.tags(customer_ids)
+            tags = self.tagger.tags(customer_ids)
         except Unavailable as exc:  # the 503's body gets the current readiness (ServiceUnavailableMiddleware)
             raise bentoml.exceptions.ServiceUnavailable(exc.message) from None
+        self.metrics.observe(tags)
+        return tags
 
     @bentoml_internals.strict_json_input()
     @bentoml.api(route=LOOKALIKE_ROUTE, input_spec=LookalikeRequest, output_spec=LookalikeResponse)

@@ -105,7 +105,7 @@ def test_a_killed_consumer_restarts_without_loss_or_double_counting(tiny_clean: 
             landed = _wait(tiny_clean, len(items), 120)
             time.sleep(2)  # anything counted twice would show up now
             landed = _landed(tiny_clean)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 120  # redelivered messages are reclaimed one by one
             while client.xpending(stream, GROUP)["pending"] and time.monotonic() < deadline:
                 time.sleep(0.5)
             pending = client.xpending(stream, GROUP)["pending"]
