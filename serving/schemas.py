@@ -68,6 +68,14 @@ def _customer_tags_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
         "customer_id": (str, Field(description="The customer id as requested.")),
         "found": (bool, Field(description="False when the online store has no features for this id.")),
+        "oneid": (
+            str | None,
+            Field(
+                None,
+                description="The customer's OneID when the request named another identifier "
+                "(`email:…`, `phone:…`, a merged-away OneID).",
+            ),
+        ),
         "error": (
             str | None,
             Field(None, description="Why no tags were produced (e.g. 'unknown customer')."),
@@ -264,3 +272,147 @@ class EventsResponse(BaseModel):
     )
     rejected: list[RejectedItem] = Field(default_factory=list, description="Items refused, with the reason.")
     customers_updated: int = Field(description="Customers whose real-time features were pushed.")
+
+
+# ---- audiences (serving/audiences.py) ----------------------------------------------------------------------
+from portrait.audience.filters import Filter as AudienceFilter  # noqa: E402
+from portrait.audience.store import AudienceRecord  # noqa: E402
+
+MAX_AUDIENCE_IDS = 1_000_000
+
+
+class AudienceLookalike(BaseModel):
+    """A lookalike audience: a seed (ids, or a stored audience) and a size (count, fraction or preset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_ids: list[CustomerId] | None = Field(
+        None, max_length=MAX_AUDIENCE_IDS, description="Seed customers."
+    )
+    seed_audience_id: str | None = Field(None, max_length=64, description="A stored audience as the seed.")
+    size: int | None = Field(None, ge=1, description="Audience size as a count.")
+    fraction: float | None = Field(
+        None, ge=1e-6, le=0.5, description="Audience size as a fraction of the population."
+    )
+    preset: Literal["narrow", "balanced", "broad"] | None = Field(
+        None, description="narrow, balanced or broad: about 2.5 %, 5 % or 10 % of the population."
+    )
+    exclude_ids: list[CustomerId] = Field(default_factory=list, max_length=MAX_AUDIENCE_IDS)
+    exclude_seed: bool = True
+    min_score: float | None = None
+    method: Literal["auto", "similarity", "classifier"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_each(self) -> AudienceLookalike:
+        if (self.seed_ids is None) == (self.seed_audience_id is None):
+            raise ValueError("give exactly one of 'seed_ids' or 'seed_audience_id'")
+        if sum(x is not None for x in (self.size, self.fraction, self.preset)) != 1:
+            raise ValueError("give exactly one of 'size', 'fraction' or 'preset'")
+        return self
+
+
+class AudienceCreate(BaseModel):
+    """A new audience: from a filter over tags and features, from an id list, or from a lookalike request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=200, description="A name for people.")
+    filter: AudienceFilter | None = Field(
+        None,
+        description='A filter, e.g. {"and": [{"field": "churn_tier", "op": "eq", "value": "high"}, '
+        '{"field": "spend_365d", "op": ">=", "value": 100}]}; ops: eq ne lt lte gt gte between in not_in '
+        "is_null not_null; combine with and / or / not.",
+    )
+    customer_ids: list[CustomerId] | None = Field(None, min_length=1, max_length=MAX_AUDIENCE_IDS)
+    lookalike: AudienceLookalike | None = None
+    dry_run: bool = Field(False, description="Only the size and its split by tier; nothing is stored.")
+    control_share: float | None = Field(
+        None, ge=0.001, le=0.999, description="Hold out this share of every tier as control."
+    )
+    stratify_by: str | None = Field(
+        None, max_length=128, description="Tier column of the holdout's strata (default conversion_tier)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AudienceCreate:
+        if sum(x is not None for x in (self.filter, self.customer_ids, self.lookalike)) != 1:
+            raise ValueError("give exactly one of 'filter', 'customer_ids' or 'lookalike'")
+        return self
+
+
+class AudienceDryRun(BaseModel):
+    dry_run: Literal[True] = True
+    size: int = Field(description="Customers the audience would hold.")
+    population: int = Field(description="Customers in the population.")
+    by_tier: dict[str, dict[str, int]] = Field(description="Tier column -> tier -> customers.")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class AudienceList(BaseModel):
+    audiences: list[AudienceRecord]
+
+
+class AudiencePlanRequest(BaseModel):
+    """A seed to plan a lookalike for (ids, or a stored audience)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed_ids: list[CustomerId] | None = Field(None, max_length=MAX_AUDIENCE_IDS)
+    seed_audience_id: str | None = Field(None, max_length=64)
+    exclude_ids: list[CustomerId] = Field(default_factory=list, max_length=MAX_AUDIENCE_IDS)
+
+    @model_validator(mode="after")
+    def _one_seed(self) -> AudiencePlanRequest:
+        if (self.seed_ids is None) == (self.seed_audience_id is None):
+            raise ValueError("give exactly one of 'seed_ids' or 'seed_audience_id'")
+        return self
+
+
+class ReachPointOut(BaseModel):
+    size: int = Field(description="Audience size.")
+    fraction: float = Field(description="Size as a share of the population.")
+    expected_precision: float = Field(description="Expected share of the audience that is like the seed.")
+    expected_recall: float = Field(description="Expected share of all seed-like customers reached.")
+    expected_similar: float = Field(description="Expected seed-like customers in the audience.")
+
+
+class AudiencePlan(BaseModel):
+    """A lookalike plan: the reach curve and the presets to create with."""
+
+    seed_size: int
+    seed_known: int
+    unknown_seed_ids: list[str] = Field(description="Seed ids the model does not know (first 100).")
+    population: int
+    candidates: int = Field(description="Customers outside the seed and the exclusions.")
+    estimated_similar: float = Field(description="Estimated seed-like customers among the candidates.")
+    method: str = Field(description="The ranking the curve describes (create with this method).")
+    model_version: str
+    curve: list[ReachPointOut]
+    presets: dict[str, ReachPointOut]
+    warnings: list[str] = Field(default_factory=list)
+
+
+class HoldoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    control_share: float = Field(
+        ge=0.001, le=0.999, description="Share of every stratum held out as control."
+    )
+    stratify_by: str | None = Field(
+        None, max_length=128, description="Tier column (default conversion_tier)."
+    )
+
+
+class MembersRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_ids: list[CustomerId] = Field(min_length=1, max_length=MAX_AUDIENCE_IDS)
+
+
+class OutcomesRequest(BaseModel):
+    """Who converted after the campaign (any id; non-members are counted and ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    converted_ids: list[CustomerId] = Field(max_length=MAX_AUDIENCE_IDS)
+    confidence: float = Field(0.95, ge=0.5, le=0.999, description="Confidence level of the intervals.")

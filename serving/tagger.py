@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 _TAGS = TypeAdapter(list[CustomerTags])
 SIGNATURE_TTL_S = 5.0
 """How long the registry's materialization signature is trusted before it is read again."""
+SIGNATURE_REFRESH_S = 1.0
+"""How often, at most, a sentinel naming another materialization makes the registry be read past its cache."""
 HEADLINE_METRICS = (
     "test_auc",
     "test_average_precision",
@@ -96,6 +98,7 @@ class Tagger:
         self._stale_warned = ""
         self._pool = ThreadPoolExecutor(max_workers=CORES, thread_name_prefix="portrait-leaves")
         self._load_models()
+        self.identity = _load_identity(settings)
         try:
             self._open_store()
         except Unavailable:
@@ -194,7 +197,11 @@ class Tagger:
 
     # -- readiness ------------------------------------------------------------------------------------
     def check_store(self) -> str | None:
-        """None when the online store answers, else the reason."""
+        """None when the online store answers and holds a load, else the reason.
+
+        A store without the marker of a load (:func:`features.store.load_marker`) has lost its data (a Redis
+        that restarted empty) or was never loaded: it answers, but every customer would be unknown.
+        """
         try:
             store = self._open_store()
             if self._refs:
@@ -204,11 +211,18 @@ class Tagger:
                     store, "", ["__probe__"], store.get_feature_service(catalogue.SERVING_SERVICE)
                 )
             self.store_error = None
+            marker = fs.load_marker(store)
         except Unavailable:
-            pass  # store_error says why
+            return self.store_error  # store_error says why
         except Exception as exc:  # noqa: BLE001 - any store failure means "not ready"
             self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
-        return self.store_error
+            return self.store_error
+        if marker is None:
+            return (
+                "online store holds no features: the marker of its last load is missing (the store lost its "
+                "data, e.g. a Redis that restarted empty, or was never loaded); run `portrait features materialize`"
+            )
+        return None
 
     def required(self) -> list[str]:
         """The models that must be loaded for readiness: ``settings.required_models``, else every catalogue
@@ -410,12 +424,13 @@ class Tagger:
 
     def _vectors_current(self, marker: bytes | None, layout: fs.VectorLayout) -> bool:
         """The vectors are in ``layout`` and reflect what the registry says was materialized (the registry is
-        read again at most every few seconds)."""
+        read again at most every few seconds, and at once -- at most every second, past its cache -- when the
+        sentinel names another materialization: a load has just been switched in and recorded)."""
         if marker is None:
             return False
         now = time.monotonic()
+        assert self.store is not None
         if self._signature is None or now - self._signature[1] > SIGNATURE_TTL_S:
-            assert self.store is not None
             service = self.store.get_feature_service(fs.SERVING_SERVICE, allow_cache=True)
             self._signature = (fs.materialization_signature(self.store, service), now)
             self._trusted_marker = None
@@ -425,6 +440,9 @@ class Tagger:
         if written is None:
             self._warn_stale(f"vectors in another format or feature layout than {fs.SERVING_SERVICE}")
             return False
+        if written != self._signature[0] and now - self._signature[1] > SIGNATURE_REFRESH_S:
+            service = self.store.get_feature_service(fs.SERVING_SERVICE, allow_cache=True)
+            self._signature = (fs.materialization_signature(self.store, service, allow_cache=False), now)
         if written != self._signature[0]:
             self._warn_stale(
                 f"vectors from another materialization ({written}; registry: {self._signature[0]})"
@@ -475,7 +493,10 @@ class Tagger:
         call (per-row DataFrame access and per-object model construction cost more than the scoring).
         """
         started = time.perf_counter()
-        known, results, found = self._score(customer_ids)
+        requested = list(customer_ids)
+        resolved = self.resolve_ids(requested)
+        scored = [r if r is not None else f"\x00unresolved:{i}" for i, r in enumerate(resolved)]
+        known, results, found = self._score(scored)
         versions = {n: self.versions[n] for n in self.models}
         edges = self._rfm_edges()
         n_known = len(known["customer_id"])
@@ -499,13 +520,18 @@ class Tagger:
         now, cart_hours = datetime.now(UTC), self.settings.cart_abandon_hours
         rows: list[dict[str, Any]] = []
         k = 0
-        for i, cid in enumerate(customer_ids):
+        for i, cid in enumerate(requested):
             if not found[i]:
-                rows.append(
-                    {"customer_id": cid, "found": False, "error": "unknown customer: no features online"}
+                why = (
+                    "unknown identifier: no single customer holds it"
+                    if resolved[i] is None
+                    else "unknown customer: no features online"
                 )
+                rows.append({"customer_id": cid, "found": False, "error": why})
                 continue
             row: dict[str, Any] = {"customer_id": cid, "found": True, "model_versions": versions}
+            if resolved[i] != cid:
+                row["oneid"] = resolved[i]
             if unavailable:
                 row["unavailable"] = unavailable
             for field, score_field, is_value, horizon, scores, tiers, reasons in per_model:
@@ -532,6 +558,25 @@ class Tagger:
         logger.debug(
             "tagged %d customers in %.1f ms", len(customer_ids), 1000 * (time.perf_counter() - started)
         )
+        return out
+
+    def resolve_ids(self, ids: Sequence[str]) -> list[str | None]:
+        """Each requested id as the customer id it stands for: ``<kind>:<value>`` (a configured identifier
+        kind, e.g. ``email:jane@example.com``) or a source system's record id resolved to the person's
+        OneID, a merged-away OneID followed to its survivor, anything else as it is; None for an identifier
+        no single person holds."""
+        index = self.identity
+        if index is None:
+            return list(ids)
+        as_records = index.resolve_many("record_id", list(ids))  # a source system's own customer id
+        out: list[str | None] = []
+        for raw, record in zip(ids, as_records, strict=True):
+            kind, sep, value = raw.partition(":")
+            if sep and kind in index.config.kinds:
+                found = index.resolve(kind, value)
+                out.append(index.follow(found) if found is not None else None)
+            else:
+                out.append(index.follow(record if record is not None else raw))
         return out
 
     def tags_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
@@ -575,6 +620,19 @@ class Tagger:
         if self.lookalike is None:
             raise Unavailable(self.load_errors.get("lookalike", "the lookalike model is not loaded"))
         return self.lookalike.expand(request)
+
+
+def _load_identity(settings: Settings) -> Any:
+    """The OneID index of the workspace's last stitching run, or None when identities were never stitched."""
+    from features.identity.config import identity_dir
+
+    if not (identity_dir(settings) / "lookup.parquet").exists():
+        return None
+    from features.identity.lookup import IdentityIndex
+
+    index = IdentityIndex.load(settings)
+    logger.info("identity index: %d identifiers", len(index))
+    return index
 
 
 def freeze_startup_objects() -> None:
