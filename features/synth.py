@@ -27,6 +27,15 @@ The process
   session, if that comes within 30 days: a return line (``is_return``, negative amount and quantity)
   with order id ``R<n>`` for the purchase ``O<n>``, whose session is ``S<n>``.
 * Only activity in ``[max(signup, start), end)`` is recorded; earlier customers are "pre-existing".
+* Optional **regime shift** (``SynthConfig.shift_at``): a random ``shift_share`` of customers (drawn from
+  their own random stream, ``shifted`` in the truth) buy at ``shift_factor`` times their purchase rate
+  from ``shift_at`` on. Each of their purchase occasions after ``shift_at`` is kept with probability
+  ``shift_factor`` (thinning a Poisson process multiplies its rate); a dropped one stays a session with
+  its views and add-to-cart events but no order (an abandoned cart), so browsing is unchanged. The
+  thinning draws come from a separate stream and happen after everything else is drawn, so the other
+  customers' records are exactly those of the same config without a shift, and a config without a
+  shift writes exactly what it wrote before the option existed. :func:`true_scores` knows nothing of the
+  shift: after ``shift_at`` it is the truth of the world without it.
 
 Ground truth
 ------------
@@ -121,6 +130,12 @@ class SynthConfig:
     end: datetime = datetime(2025, 1, 1, tzinfo=UTC)
     """History end (exclusive): nothing is generated at or after it."""
     n_segments: int = 6
+    shift_at: datetime | None = None
+    """Regime shift (None: none): from this moment the purchase rate of a share of customers drops."""
+    shift_share: float = 0.5
+    """Share of customers the shift hits (chosen at random, recorded as ``shifted`` in the truth)."""
+    shift_factor: float = 0.3
+    """A shifted customer's purchase rate after ``shift_at`` is ``shift_factor`` times the rate before."""
 
 
 @dataclass(frozen=True)
@@ -536,11 +551,62 @@ def _truth_table(ids: pa.Array, customers: _Customers, segments: _Segments, conf
     }
     for k, name in enumerate(CATEGORIES):
         columns[f"pref_{name}"] = customers.prefs[:, k]
+    recorded = {k: v for k, v in vars(config).items() if k not in _SHIFT_FIELDS}
+    recorded |= {"start": str(config.start), "end": str(config.end)}
+    if config.shift_at is not None:
+        shifted = _shifted_customers(config)
+        columns["shifted"] = shifted
+        columns["purchase_rate_after_shift"] = np.where(
+            shifted, customers.purchase_rate * config.shift_factor, customers.purchase_rate
+        )
+        recorded |= {
+            "shift_at": str(config.shift_at),
+            "shift_share": config.shift_share,
+            "shift_factor": config.shift_factor,
+        }
     table = pa.table(columns)
-    metadata = {
-        "synth_config": json.dumps({**vars(config), "start": str(config.start), "end": str(config.end)})
-    }
-    return table.replace_schema_metadata(metadata)
+    return table.replace_schema_metadata({"synth_config": json.dumps(recorded)})
+
+
+_SHIFT_FIELDS = ("shift_at", "shift_share", "shift_factor")
+
+
+def _shifted_customers(config: SynthConfig) -> np.ndarray:
+    """Which customers the regime shift hits (own random stream: the other draws do not move)."""
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(3,)))
+    return rng.random(config.n_customers) < config.shift_share
+
+
+def _thin_purchases(
+    config: SynthConfig,
+    index: int,
+    shifted: np.ndarray,
+    sessions: _Sessions,
+    lines: _Lines,
+    returned: tuple[np.ndarray, np.ndarray],
+) -> tuple[_Lines, tuple[np.ndarray, np.ndarray]]:
+    """Drop the orders (and their returns) of the shifted customers' thinned purchase occasions.
+
+    ``shifted`` flags the chunk's customers. One uniform per session from the chunk's own shift stream;
+    an occasion at or after ``shift_at`` is kept when it is below ``shift_factor``.
+    """
+    assert config.shift_at is not None
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(4, index)))
+    draw = rng.random(len(sessions.arrival))
+    dropped = (
+        sessions.purchase
+        & shifted[sessions.customer]
+        & (sessions.arrival >= _to_day(config.shift_at))
+        & (draw >= config.shift_factor)
+    )
+    keep = ~dropped[lines.session]
+    if keep.all():
+        return lines, returned
+    position = np.cumsum(keep) - 1
+    kept = _Lines(*(getattr(lines, f)[keep] for f in _Lines.__dataclass_fields__))
+    index_returned, when = returned
+    still = keep[index_returned]
+    return kept, (position[index_returned[still]], when[still])
 
 
 # ---- one chunk of customers: sessions, orders, events --------------------------------------------------
@@ -815,13 +881,20 @@ def _simulate_chunk(
     segments: _Segments,
     season: _SeasonGrid,
     first_session: int,
+    shifted: np.ndarray | None = None,
 ) -> tuple[pa.Table, pa.Table, int]:
-    """Transactions and events of one chunk of customers; returns them and the number of sessions."""
+    """Transactions and events of one chunk of customers; returns them and the number of sessions.
+
+    ``shifted`` (regime shift only) flags which of the chunk's customers the shift hits.
+    """
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2, index)))
     start, end = _to_day(config.start), _to_day(config.end)
     sessions = _draw_sessions(rng, customers, season, start, end)
     lines = _draw_lines(rng, customers, sessions)
     returned = _draw_returns(rng, customers, sessions, lines)
+    order_lines = lines
+    if shifted is not None:  # after every draw of the chunk's own stream, which it leaves as it was
+        order_lines, returned = _thin_purchases(config, index, shifted, sessions, lines, returned)
     rows = _EventRows.concat(
         [
             _purchase_event_rows(rng, customers, segments, sessions, lines),
@@ -835,7 +908,7 @@ def _simulate_chunk(
     numbers = np.arange(first_session, first_session + n_sessions, dtype=np.int64)
     session_numbers = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), 10, "0")
     return (
-        _transactions_table(ids, sessions, lines, returned, session_numbers),
+        _transactions_table(ids, sessions, order_lines, returned, session_numbers),
         _events_table(ids, sessions, rows, ts, session_numbers),
         n_sessions,
     )
@@ -874,6 +947,10 @@ def _validate(config: SynthConfig) -> None:
         raise ValueError("n_customers and n_segments must be >= 1")
     if _to_day(config.end) <= _to_day(config.start):
         raise ValueError("end must be after start")
+    if config.shift_at is not None:
+        _to_day(config.shift_at)  # timezone-aware
+        if not 0.0 <= config.shift_share <= 1.0 or not 0.0 <= config.shift_factor <= 1.0:
+            raise ValueError("shift_share and shift_factor must be between 0 and 1")
 
 
 def generate(config: SynthConfig, out_dir: Path) -> SynthResult:
@@ -891,6 +968,7 @@ def generate(config: SynthConfig, out_dir: Path) -> SynthResult:
     start, end = _to_day(config.start), _to_day(config.end)
     season = _SeasonGrid.build(segments.season_amplitude, segments.peak_hour, start - 1.0, end + 1.0)
     truth = _truth_table(ids, customers, segments, config)
+    shifted = _shifted_customers(config) if config.shift_at is not None else None
     counts = dict.fromkeys(OUTPUTS, 0)
     schemas = {
         **{name: ARROW_SCHEMAS[name] for name in ("customers", "transactions", "events")},
@@ -905,8 +983,9 @@ def generate(config: SynthConfig, out_dir: Path) -> SynthResult:
         for index, lo in enumerate(range(0, config.n_customers, CHUNK_CUSTOMERS)):
             hi = min(lo + CHUNK_CUSTOMERS, config.n_customers)
             transactions, events, n_sessions = _simulate_chunk(
-                index, config, customers.take(lo, hi), ids[lo:hi], segments, season, first_session
-            )
+                index, config, customers.take(lo, hi), ids[lo:hi], segments, season, first_session,
+                None if shifted is None else shifted[lo:hi],
+            )  # fmt: skip
             first_session += n_sessions
             counts["transactions"] += len(transactions)
             counts["events"] += len(events)

@@ -27,6 +27,7 @@ from portrait.lifecycle import rfm_edges
 from portrait.model import TagModel
 from portrait.settings import Settings
 from training.dataset import TrainingSet, build_training_set
+from training.drift import log_reference
 from training.evaluate import (
     classifier_plots,
     evaluate_classifier,
@@ -129,6 +130,12 @@ def train_model(
             {f"optuna_{k}": float(v) for k, v in outcome.study.items() if isinstance(v, int | float)}
         )
         _log_artifacts(ts, model, outcome, spec)
+        try:  # the drift reference: monitoring must never make training fail
+            log_reference(settings, ts, model, spec.label)
+        except Exception as exc:  # noqa: BLE001 - logged; `portrait monitor` builds it later if missing
+            logger.warning(
+                "%s: no drift reference logged (%s); the first drift check builds it", spec.name, exc
+            )
         # Integer features are declared as doubles: any feature may be missing when served.
         example = _as_float_columns(ts.test[model.features].head(50))
         info = mlflow.pyfunc.log_model(
