@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 from typing_extensions import TypedDict
 
 from portrait import catalogue
+from portrait.predlog import Card, DriftSummary, Evaluation, Pending
 
 MAX_IDS = 10_000
 CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
@@ -200,6 +201,22 @@ class ModelInfo(BaseModel):
         default_factory=dict, description="Headline metrics of the version's run."
     )
     run_id: str | None = None
+    card: Card | None = Field(
+        None,
+        description="Quality card: a grade from the realised figures (`portrait monitor`), or from the test "
+        "figures before any horizon has passed, the actual rate per tier and the date of the evidence.",
+    )
+
+
+class ModelDetail(BaseModel):
+    """One model: what is served, how good it is, and what the monitoring found."""
+
+    model: ModelInfo
+    evaluations: list[Evaluation] = Field(
+        default_factory=list, description="Realised performance per version and scoring date."
+    )
+    pending: list[Pending] = Field(default_factory=list, description="Scorings whose horizon has not passed.")
+    drift: DriftSummary | None = Field(None, description="The latest drift check of the champion.")
 
 
 class ModelsResponse(BaseModel):

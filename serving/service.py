@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse
 from features import realtime
 from features.landing import Landing
 from features.validate import ContractError
+from portrait import catalogue, predlog
 from portrait.backends import BackendUnavailable
 from portrait.lookalike import ExpansionRequest, LookalikeError
 from portrait.settings import get_settings
@@ -52,6 +53,7 @@ from serving.schemas import (
     Health,
     LookalikeRequest,
     LookalikeResponse,
+    ModelDetail,
     ModelsResponse,
     RejectedItem,
 )
@@ -76,6 +78,11 @@ pydantic's JSON encoder."""
 
 web = create_app()
 """The FastAPI app mounted on the service (BentoML takes it at class decoration): the GET routes below."""
+
+LOG_FLUSH_ROWS = 5_000
+LOG_FLUSH_S = 60.0
+CARDS_TTL_S = 60.0
+"""How long /v1/models reuses the quality cards (they change when `portrait monitor` or training runs)."""
 
 BATCH_MAX_LATENCY_MS = 10_000
 """How long a ``/v1/tags`` call may wait in BentoML's adaptive-batching queue before a 503 "overloaded".
@@ -157,7 +164,46 @@ class Portrait:
         except Unavailable as exc:  # the 503's body gets the current readiness (ServiceUnavailableMiddleware)
             raise bentoml.exceptions.ServiceUnavailable(exc.message) from None
         self.metrics.observe(tags)
+        if self.settings.prediction_log_sample > 0:
+            self._log_served(tags)
         return tags
+
+    def _log_served(self, tags: list[Any]) -> None:
+        """Buffer a ``prediction_log_sample`` share of the answered tags for the prediction log; written in
+        blocks of :data:`LOG_FLUSH_ROWS` rows or every :data:`LOG_FLUSH_S` seconds (one file per block)."""
+        import random
+
+        share = self.settings.prediction_log_sample
+        rows = []
+        for t in tags:
+            if not t.found or (share < 1 and random.random() >= share):  # noqa: S311 - sampling
+                continue
+            row: dict[str, Any] = {
+                "customer_id": t.oneid or t.customer_id,
+                "features_timestamp": t.features_timestamp,
+            }
+            for entry in catalogue.tag_models():
+                tag = getattr(t, entry.response_field or "", None)
+                if tag is None:
+                    continue
+                prefix = entry.response_field
+                score = f"{prefix}_{'predicted' if entry.kind == 'regressor' else 'probability'}"
+                row[score] = getattr(tag, entry.score_field)
+                row[f"{prefix}_tier"] = tag.tier
+                row[f"{prefix}_model_version"] = t.model_versions.get(entry.name, "")
+            rows.append(row)
+        buffer = self.__dict__.setdefault("_served_log", [])
+        buffer.extend(rows)
+        started = self.__dict__.setdefault("_served_log_since", time.monotonic())
+        if len(buffer) >= LOG_FLUSH_ROWS or (buffer and time.monotonic() - started >= LOG_FLUSH_S):
+            import pandas as pd
+
+            frame = pd.DataFrame(buffer)
+            self._served_log, self._served_log_since = [], time.monotonic()
+            try:
+                predlog.log_tags(self.settings, frame, source="served", share=1.0)
+            except Exception as exc:  # noqa: BLE001 - the log must never fail a request
+                logger.warning("served tags not logged (%d rows): %s", len(frame), exc)
 
     @bentoml_internals.strict_json_input()
     @bentoml.api(route=LOOKALIKE_ROUTE, input_spec=LookalikeRequest, output_spec=LookalikeResponse)
@@ -236,8 +282,48 @@ class Portrait:
         tags=[bentoml_internals.APP_TAG_NAME],
     )
     def models(self) -> ModelsResponse:
-        """The champion model versions being served, their feature services and headline metrics."""
-        return ModelsResponse(models=list(self.tagger.infos.values()), profile=self.settings.profile)
+        """The champion model versions being served, their feature services, headline metrics and quality
+        cards."""
+        cards = self._cards()
+        infos = [
+            info.model_copy(update={"card": cards.get(info.name)}) for info in self.tagger.infos.values()
+        ]
+        return ModelsResponse(models=infos, profile=self.settings.profile)
+
+    @web.get(
+        MODELS_ROUTE + "/{name}",
+        dependencies=[require_key(MODELS_ROUTE)],
+        operation_id="portrait__model",
+        tags=[bentoml_internals.APP_TAG_NAME],
+        responses={404: {"description": "No such model is served."}},
+    )
+    def model(self, name: str) -> ModelDetail:
+        """One served model: version, metrics, quality card, realised performance (`portrait monitor`) and
+        the latest drift check."""
+        info = self.tagger.infos.get(name)
+        if info is None:
+            known = ", ".join(self.tagger.infos) or "none"
+            raise HTTPException(404, f"no served model {name!r}; served: {known}")
+        report = predlog.read_report(self.settings)
+        return ModelDetail(
+            model=info.model_copy(update={"card": self._cards().get(name)}),
+            evaluations=[e for e in report.evaluations if e.model == name],
+            pending=[p for p in report.pending if p.model == name],
+            drift=report.drift.get(name),
+        )
+
+    def _cards(self) -> dict[str, Any]:
+        """The champions' quality cards, read at most every :data:`CARDS_TTL_S` seconds."""
+        cached = getattr(self, "_cards_cache", None)
+        if cached is not None and time.monotonic() - cached[0] < CARDS_TTL_S:
+            return cached[1]
+        try:
+            cards = predlog.quality_cards(self.settings)
+        except Exception as exc:  # noqa: BLE001 - cards are informative; /v1/models answers without them
+            logger.warning("quality cards unavailable: %s", exc)
+            cards = {}
+        self._cards_cache = (time.monotonic(), cards)
+        return cards
 
     @web.post(
         EVENTS_ROUTE,
