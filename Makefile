@@ -14,6 +14,11 @@ demo: setup
 	$(UV) run portrait demo
 
 test: setup
+	@# The audience report's browser test drives Debian's headless Chromium (as root, non-interactively).
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
 	$(UV) run pytest -q
 
 lint: setup

@@ -15,7 +15,11 @@ Three parts, one run; figures are printed and written to the ``## Lookalike`` se
    audiences over ``--runs`` seeds: p50/p99 latency per method, and recall of the ANN path against exact
    brute-force scoring of the same similarity.
 3. **UCI Online Retail** (when ``<data_dir>/online_retail.parquet`` and ``features.loaders`` exist):
-   behavioural segments (top-decile spend, bought from category X), half held out.
+   behavioural segments (top-decile spend, bought from category X, buys mostly category X), half held out.
+
+The lookalike representation includes the category mix (``features/categories.py``); the baseline is the
+centroid over the ``lookalike_v1`` features alone, as before, and is also reported with the category mix.
+``--skip-scale`` keeps the Scale subsection of the previous run in RESULTS.md (marked as such).
 
 Usage: ``python benchmarks/bench_lookalike.py [--quality-customers 200000] [--scale 1000000] [--runs 20]``
 """
@@ -124,6 +128,8 @@ def quality(
     baseline = build_baseline(population)
     ours = evaluate_cases(model, test, n)
     base = evaluate_cases(baseline, test, n)
+    # The centroid baseline given the category mix too, for comparison (the headline baseline has none).
+    base_taste = evaluate_cases(build_baseline(population, taste=True), test, n) if population.taste else None
     rows = []
     for size in sorted(set(ours.seed_size)):
         a, b = ours[ours.seed_size == size], base[base.seed_size == size]
@@ -135,9 +141,15 @@ def quality(
             row["recall"] / row["baseline_recall"] if row["baseline_recall"] else float("nan")
         )
         row["wins"] = int((a.recall.to_numpy() > b.recall.to_numpy()).sum())
+        row["baseline_taste_recall"] = (
+            float(base_taste[base_taste.seed_size == size].recall.median())
+            if base_taste is not None
+            else float("nan")
+        )
         row["expand_ms_median"] = float(a.seconds.median() * 1000)
         rows.append(row)
-    info = {"tune_seconds": tune_s, "trials": trials, "params": tuned.params, "population": n}
+    info = {"tune_seconds": tune_s, "trials": trials, "params": tuned.params, "population": n,
+            "taste": list(population.taste)}  # fmt: skip
     return pd.DataFrame(rows), tuned.params, info
 
 
@@ -268,16 +280,41 @@ def quality_table(table: pd.DataFrame) -> str:
     """A Markdown table of model vs baseline per seed size."""
     lines = [
         "| seed | segments | method | precision | recall | lift | baseline precision | baseline recall "
-        "| baseline lift | recall ratio | segments won |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| baseline lift | recall ratio | segments won | baseline + category mix recall |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in table.itertuples():
+        taste = "–" if np.isnan(r.baseline_taste_recall) else f"{r.baseline_taste_recall:.3f}"
         lines.append(
             f"| {r.seed:,} | {r.segments} | {r.method} | {r.precision:.3f} | {r.recall:.3f} | {r.lift:.2f} "
             f"| {r.baseline_precision:.3f} | {r.baseline_recall:.3f} | {r.baseline_lift:.2f} "
-            f"| {r.recall_ratio:.2f} | {r.wins}/{r.segments} |"
+            f"| **{r.recall_ratio:.2f}** | {r.wins}/{r.segments} | {taste} |"
         )
     return "\n".join(lines)
+
+
+TASTE_NOTE = (
+    "Representation: the `lookalike_v1` features plus the category mix (`features/categories.py`: share of "
+    "spend per top category over the 365 days before the snapshot; {n} categories here). Baseline: cosine "
+    "similarity to the seed's mean vector over the standardised `lookalike_v1` features (no category mix), as "
+    "before; the last column gives that baseline the category mix too."
+)
+
+
+def previous_scale(path: Path = RESULTS) -> list[str]:
+    """The Scale subsection of the current RESULTS.md (kept when a run skips the scale part)."""
+    import re
+
+    if not path.exists():
+        return []
+    found = re.search(r"^### Scale.*?(?=^### |^## |\Z)", path.read_text(), flags=re.S | re.M)
+    if not found:
+        return []
+    text = found.group(0).rstrip()
+    section = re.search(r"^## Lookalike\n.*?(?=^## |\Z)", path.read_text(), flags=re.S | re.M)
+    when = re.search(r"cores, (\d{4}-\d{2}-\d{2})", section.group(0) if section else "")
+    note = f" (from the run of {when.group(1)}, not re-measured here)" if when else " (from an earlier run)"
+    return [text.replace("\n", note + "\n", 1), ""]
 
 
 def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
@@ -285,8 +322,10 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
     out = ["## Lookalike", ""]
     out.append(
         "`python benchmarks/bench_lookalike.py "
-        f"--quality-customers {args.quality_customers} --scale {args.scale} "
-        f"--runs {args.runs} --trials {args.trials}` on {os.cpu_count()} cores, "
+        f"--quality-customers {args.quality_customers} "
+        + ("--skip-scale " if args.skip_scale else f"--scale {args.scale} --runs {args.runs} ")
+        + ("--skip-retail " if args.skip_retail else "")
+        + f"--trials {args.trials}` on {os.cpu_count()} cores, "
         f"{datetime.now(UTC):%Y-%m-%d}. One run; medians over segments (quality) or runs (latency)."
     )
     out.append("")
@@ -323,6 +362,8 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
                 f"| {r.method} | {r.used} | {'yes' if r.index else 'no'} | {r.p50_ms:.0f} | {r.p99_ms:.0f} |"
             )
         out.append("")
+    elif "previous_scale" in parts:
+        out += parts["previous_scale"]
     if "synthetic" in parts:
         table, info = parts["synthetic"]
         p = info["params"]
@@ -331,7 +372,7 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
             "",
             "Seed drawn from a segment, audience = size of the rest of the segment "
             "(so precision = recall); lift = precision / share of the segment among non-seed customers. "
-            "Baseline: cosine similarity to the seed's mean vector over standardised features.",
+            + TASTE_NOTE.format(n=len(info.get("taste", []))),
             "",
             quality_table(table),
             "",
@@ -350,7 +391,8 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
             out += [
                 f"### UCI Online Retail ({info['population']:,} customers, behavioural segments)",
                 "",
-                f"Segments: {segs}. Seeds of up to half a segment, the other half held out.",
+                f"Segments: {segs}. Seeds of up to half a segment, the other half held out. "
+                + TASTE_NOTE.format(n=len(info.get("taste", []))),
                 "",
                 quality_table(table),
                 "",
@@ -403,7 +445,9 @@ def main() -> None:
     parts["params"] = params
     print(f"\nsynthetic quality ({info['population']:,} customers):\n{table.to_string(index=False)}")
 
-    if not args.skip_scale:
+    if args.skip_scale:
+        parts["previous_scale"] = previous_scale()
+    else:
         model, segment_of, fig = scale_model(population, params, args.scale, segments, args.threads)
         print(f"\nscale {args.scale:,}: {fig}")
         summary, ann = latency(model, segment_of, max(args.runs, 1), 1_000, 10_000)

@@ -41,6 +41,18 @@ ROUTE_SCOPES: dict[str, str | None] = {
     TAGS_ROUTE: "tags:read",
     LOOKALIKE_ROUTE: "lookalike:create",
     MODELS_ROUTE: None,  # any valid key
+    # /v1/audiences (serving/audiences.py): one key per method and route
+    "POST /v1/audiences": "audiences:write",
+    "GET /v1/audiences": "audiences:read",
+    "POST /v1/audiences/plan": "audiences:write",
+    "GET /v1/audiences/{audience_id}": "audiences:read",
+    "DELETE /v1/audiences/{audience_id}": "audiences:write",
+    "GET /v1/audiences/{audience_id}/export": "audiences:read",
+    "GET /v1/audiences/{audience_id}/insight": "audiences:read",
+    "GET /v1/audiences/{audience_id}/insight.html": "audiences:read",
+    "POST /v1/audiences/{audience_id}/holdout": "audiences:write",
+    "POST /v1/audiences/{audience_id}/members": "audiences:write",
+    "POST /v1/audiences/{audience_id}/outcomes": "audiences:write",
 }
 """The routes that need an API key (when keys are configured) and the scope each needs."""
 
@@ -168,4 +180,7 @@ def create_app() -> FastAPI:
     def docs(request: Request) -> RedirectResponse:
         return RedirectResponse(f"{request.scope.get('root_path', '')}/", status_code=307)
 
+    from serving.audiences import router as audiences  # here: serving.audiences imports this module
+
+    app.include_router(audiences)
     return app

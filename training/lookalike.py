@@ -29,7 +29,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
 from features import store as fs
+from features.categories import DEFAULT_TOP_N, category_mix
 from features.pipeline import compute_features
 from features.tables import PROFILE_VIEW, snapshot_path
 from portrait import catalogue
@@ -86,12 +87,18 @@ PIP_REQUIREMENTS = ["hnswlib>=0.8", "numpy>=1.26", "pandas>=2.2", "pyarrow>=17"]
 
 @dataclass
 class PopulationFrame:
-    """The population's ``lookalike_v1`` features at one snapshot."""
+    """The population's ``lookalike_v1`` features at one snapshot, and its category mix (taste)."""
 
     frame: pd.DataFrame  # customer_id + features, sorted by customer_id
-    features: list[str]
+    features: list[str]  # every column the representation reads: the feature service's, then the taste
     snapshot: datetime
     feature_service: str
+    taste: list[str] = field(default_factory=list)  # the category-mix columns among ``features``
+
+    @property
+    def service_features(self) -> list[str]:
+        """The feature service's features (without the category mix)."""
+        return [f for f in self.features if f not in set(self.taste)]
 
     @property
     def ids(self) -> np.ndarray:
@@ -110,9 +117,15 @@ def latest_snapshot(settings: Settings) -> datetime:
 
 
 def load_population(
-    settings: Settings, *, snapshot: datetime | None = None, store: FeatureStore | None = None
+    settings: Settings,
+    *,
+    snapshot: datetime | None = None,
+    store: FeatureStore | None = None,
+    taste: int = DEFAULT_TOP_N,
 ) -> PopulationFrame:
-    """Every customer of the snapshot with the ``lookalike_v1`` features, from Feast (point in time)."""
+    """Every customer of the snapshot with the ``lookalike_v1`` features, from Feast (point in time), and
+    the category mix of the ``taste`` top categories (``features.categories``; 0: none) over the year
+    before the snapshot, so that lookalikes share what the seed buys, not only how much."""
     snapshot = snapshot or latest_snapshot(settings)
     path = snapshot_path(settings.features_dir, PROFILE_VIEW, snapshot)
     ids = pd.read_parquet(path, columns=["customer_id"])["customer_id"].astype(str)
@@ -125,8 +138,17 @@ def load_population(
     frame = frame[["customer_id", *features]].copy()
     frame["customer_id"] = frame["customer_id"].astype(str)
     frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
-    logger.info("lookalike population: %d customers x %d features at %s", len(frame), len(features), snapshot)
-    return PopulationFrame(frame, features, snapshot, catalogue.get(NAME).feature_service)
+    mix = category_mix(settings.clean_dir, snapshot, frame["customer_id"].to_numpy(), top_n=taste)
+    taste_columns = [c for c in mix.columns if c not in features]
+    if taste_columns:
+        frame = pd.concat([frame, mix.frame[taste_columns].reset_index(drop=True)], axis=1)
+    logger.info(
+        "lookalike population: %d customers x %d features + %d category shares at %s",
+        len(frame), len(features), len(taste_columns), snapshot,
+    )  # fmt: skip
+    return PopulationFrame(
+        frame, [*features, *taste_columns], snapshot, catalogue.get(NAME).feature_service, taste_columns
+    )
 
 
 # ---- representation and model --------------------------------------------------------------------------
@@ -223,6 +245,7 @@ def build_lookalike(
         "snapshot": population.snapshot.isoformat(),
         "feature_service": population.feature_service,
         "features": population.features,
+        "taste": population.taste,
         **dict(metadata or {}),
     }
     return LookalikeModel.from_vectors(
@@ -230,25 +253,27 @@ def build_lookalike(
     )
 
 
-def population_matrix(population: PopulationFrame) -> np.ndarray:
-    """The population's features as a float matrix (missing values as NaN), in feature order."""
+def population_matrix(population: PopulationFrame, features: Sequence[str] | None = None) -> np.ndarray:
+    """The population's features (default: all of them) as a float matrix (missing values as NaN), in order."""
     frame = population.frame
     return np.column_stack(
         [
             pd.to_numeric(frame[f], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            for f in population.features
+            for f in (population.features if features is None else features)
         ]
     )
 
 
-def build_baseline(population: PopulationFrame) -> LookalikeModel:
+def build_baseline(population: PopulationFrame, *, taste: bool = False) -> LookalikeModel:
     """The baseline: cosine similarity to the seed's mean vector over standardised features.
 
     Expressed as a :class:`LookalikeModel` whose representation is plain z-scoring (missing -> mean, no
     log, no clipping, identity projection) and which always scores by similarity, exactly, so it shares
-    the request handling of the real model.
+    the request handling of the real model. Over the feature service's features (the centroid baseline the
+    model has always been measured against); ``taste`` adds the category mix.
     """
-    x = population_matrix(population)
+    features = population.features if taste else population.service_features
+    x = population_matrix(population, features)
     d = x.shape[1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns (e.g. no events at all)
@@ -256,7 +281,7 @@ def build_baseline(population: PopulationFrame) -> LookalikeModel:
         std = np.nan_to_num(np.nanstd(x, axis=0))
     std[std < 1e-12] = 1.0
     representation = Representation(
-        features=list(population.features),
+        features=list(features),
         log_mask=np.zeros(d, dtype=bool),
         center=mean,
         scale=std,
@@ -619,6 +644,7 @@ def train_lookalike(
                 "snapshot": population.snapshot.isoformat(),
                 "population": n,
                 "n_features": len(population.features),
+                "n_taste": len(population.taste),
                 "feature_service": population.feature_service,
                 "trials": trials,
                 "timeout_s": timeout_s,
@@ -703,6 +729,7 @@ def _log_model(
         lineage = {
             "feature_service": population.feature_service,
             "features": population.features,
+            "taste": population.taste,
             "snapshot": population.snapshot.isoformat(),
             "population": len(population.frame),
             "evaluation": kind,
