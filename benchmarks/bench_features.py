@@ -16,9 +16,12 @@ The goal (a benchmark, not a timed test): the three feature tables of one snapsh
 4. **Reference** (optional, ``--reference REV_OR_PATH``): another ``compute_features`` implementation,
    timed once the same way: a Python file, or a git revision whose ``features/pipeline.py`` is used
    (e.g. the pipeline before an optimisation).
-5. **Feast**: ``features.store.apply`` and a full ``materialize`` of the snapshot into the SQLite online
-   store for ``--materialize-customers`` customers (default 100k: all 1M takes ~15-20 minutes on 2
-   cores); customers per second, extrapolated linearly to all customers when it is a subset.
+5. **Online store (SQLite)**: ``features.repo.apply`` and a full ``features.store.materialize`` of the
+   snapshot for all customers (the bulk loader, ``features/bulk_load.py``, writes the batch views and the
+   serving vectors; Feast's own materialize the push view's table); and, for comparison, what
+   ``materialize`` did before -- Feast's own ``materialize`` of every view, then the serving vectors rebuilt
+   from the store -- on the first ``--materialize-customers`` customers (default 100k: all 1M takes half an
+   hour on 2 cores), extrapolated linearly to all customers (and labelled so).
 
 Every timed run is a fresh child process (this script with ``--step``), like a ``portrait features
 build`` call: its wall time is taken around the call, its CPU time (user + system, DuckDB's threads
@@ -56,7 +59,7 @@ SECTION = "## Features"
 TARGET_SECONDS = 20.0
 ISSUE_BASELINE_S = 2.5  # "a plain DuckDB windowed aggregation ... takes about 2.5 s on these machines"
 INPUTS = ("customers", "transactions", "events")
-STEPS = ("features", "baseline", "reference", "materialize")
+STEPS = ("features", "baseline", "reference", "materialize", "bulk")
 
 BASELINE_SQL = """
 COPY (
@@ -161,7 +164,30 @@ def step_reference(home: Path, snapshot: datetime, args: argparse.Namespace) -> 
 
 
 def step_materialize(home: Path, snapshot: datetime, args: argparse.Namespace) -> dict[str, Any]:
-    """Feast apply + full materialize of the snapshot into SQLite (the workspace's feature files)."""
+    """What ``features.store.materialize`` did before the bulk loader, into SQLite: Feast's own materialize of
+    every view of the snapshot, then the serving vectors rebuilt from the store."""
+    from features import repo
+    from features import store as fs
+    from portrait.settings import Settings
+
+    settings = Settings(home=home)
+    shutil.rmtree(settings.feast_dir, ignore_errors=True)
+    started = time.perf_counter()
+    store = repo.apply(settings)
+    applied = time.perf_counter()
+    views = [v.name for v in store.list_feature_views()]
+    store.materialize(start_date=snapshot, end_date=snapshot + timedelta(days=1), feature_views=views)
+    vectors = time.perf_counter()
+    fs.precompute_vectors(settings, store)
+    return {
+        "apply_s": applied - started,
+        "materialize_s": time.perf_counter() - applied,
+        "vectors_s": time.perf_counter() - vectors,
+    }
+
+
+def step_bulk(home: Path, snapshot: datetime, args: argparse.Namespace) -> dict[str, Any]:
+    """Apply + a full ``features.store.materialize`` of the snapshot into SQLite (the bulk loader)."""
     from features import repo
     from features import store as fs
     from portrait.settings import Settings
@@ -174,10 +200,13 @@ def step_materialize(home: Path, snapshot: datetime, args: argparse.Namespace) -
     result = fs.materialize(
         settings, start=snapshot, end=snapshot + timedelta(days=1), incremental=False, store=store
     )
+    online = settings.feast_dir / "online_store.db"
     return {
         "apply_s": applied - started,
         "materialize_s": time.perf_counter() - applied,
-        "vectors_s": result["vectors_seconds"],
+        "loader_s": result["load"]["seconds"]["total"],
+        "vectors": result["vectors"],
+        "size_mb": sum(p.stat().st_size for p in online.parent.glob(online.name + "*")) / 2**20,
     }
 
 
@@ -188,6 +217,7 @@ def run_step(args: argparse.Namespace) -> None:
         "baseline": step_baseline,
         "reference": step_reference,
         "materialize": step_materialize,
+        "bulk": step_bulk,
     }
     snapshot = snapshot_of(args.customers, args.seed)
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -307,7 +337,7 @@ def subset_workspace(home: Path, target: Path, snapshot: datetime, customers: in
     """A workspace whose feature files are the snapshot's, restricted to the first ``customers`` ids."""
     import duckdb
 
-    from features.pipeline import VIEWS, snapshot_label
+    from features.pipeline import snapshot_label
 
     name = f"snapshot={snapshot_label(snapshot)}.parquet"
     source = home / "data" / "features"
@@ -320,7 +350,8 @@ def subset_workspace(home: Path, target: Path, snapshot: datetime, customers: in
             {"src": str(source / "customer_profile" / name), "n": customers},
         )
         kept = con.execute("SELECT count(*) FROM keep").fetchone()
-        for view in VIEWS:
+        views = sorted(p.name for p in source.iterdir() if (p / name).exists())
+        for view in views:
             out = target / "data" / "features" / view / name
             out.parent.mkdir(parents=True, exist_ok=True)
             con.execute(
@@ -358,6 +389,7 @@ def report(
     snapshot: datetime,
     timings: dict[str, Timing],
     materialized: dict[str, Any] | None,
+    bulk: Timing | None = None,
 ) -> str:
     """The ``## Features`` section of RESULTS.md."""
     import duckdb
@@ -414,27 +446,32 @@ def report(
             f"({reference.cpu / feats.cpu:.1f}x), peak RSS {mb(reference.peak_rss):,.0f} -> "
             f"{mb(feats.peak_rss):,.0f} MB."
         )
+    if bulk is not None:
+        b = bulk.runs[0]
+        total = rows["customers"]
+        lines.append(
+            f"* Online store, local profile (SQLite), all {total:,} customers (3 batch views, one row per "
+            f"customer and feature, and the serving vectors): `features.store.materialize` with the bulk loader "
+            f"**{b['materialize_s']:.1f} s = {total / b['materialize_s']:,.0f} customers/s** (apply "
+            f"{b['apply_s']:.1f} s before it; the loader itself {b['loader_s']:.1f} s, the rest Feast's "
+            f"materialize of the push view), {b['vectors']:,} vectors, {b['cpu']:.1f} CPU-seconds, peak RSS "
+            f"{mb(b['peak_rss']):,.0f} MB, online store {b['size_mb']:,.0f} MB, load {bulk.load_text} before."
+        )
     if materialized is not None:
         m, n, total = materialized["timing"].runs[0], materialized["customers"], rows["customers"]
         rate = n / m["materialize_s"]
         scope = f"{n:,} of the {total:,} customers" if n < total else f"all {total:,} customers"
         text = (
-            f"* Feast, local profile (SQLite online store), {scope} (3 views, one row per customer each): "
-            f"apply {m['apply_s']:.1f} s, materialize **{m['materialize_s']:.1f} s = "
-            f"{rate:,.0f} customers/s** "
-            f"({3 * rate:,.0f} view rows/s)"
-            + (
-                f", of which {m['vectors_s']:.1f} s rebuild the serving vectors (`tags_v1`)"
-                if "vectors_s" in m
-                else ""
-            )
-            + f", peak RSS {mb(m['peak_rss']):,.0f} MB, load "
+            f"* For comparison, Feast's own materialize (what `materialize` did before), {scope}: "
+            f"**{m['materialize_s']:.1f} s = {rate:,.0f} customers/s**, of which {m['vectors_s']:.1f} s rebuild "
+            f"the serving vectors from the store, peak RSS {mb(m['peak_rss']):,.0f} MB, load "
             f"{materialized['timing'].load_text} before."
         )
         if n < total:
             text += (
-                f" Extrapolated linearly to {total:,} customers: about **{duration(total / rate)}** "
-                "(measured on a subset to keep the benchmark short)."
+                f" **Extrapolated** linearly to {total:,} customers: about **{duration(total / rate)}** "
+                "(measured on a subset to keep the benchmark short)"
+                + (f", {total / rate / bulk.runs[0]['materialize_s']:,.0f}x the bulk load." if bulk else ".")
             )
         lines.append(text)
     return "\n".join(lines) + "\n"
@@ -466,7 +503,7 @@ def main() -> None:
         "--materialize-customers",
         type=int,
         default=100_000,
-        help="Customers materialized into Feast (0: skip; >= --customers: all of them).",
+        help="Customers loaded by Feast's own materialize, for comparison (0: skip; >= --customers: all).",
     )
     parser.add_argument(
         "--reference", default=None, help="Another pipeline (a file, or a git revision), timed once."
@@ -498,6 +535,8 @@ def main() -> None:
             args.reference_file = reference_file(args.reference, home)
             print(f"reference {args.reference}:")
             timings["reference"] = measure("reference", args, home, 1)
+        print(f"features.store.materialize (bulk loader), {rows['customers']:,} customers:")
+        bulk = measure("bulk", args, home, 1)
         materialized = None
         if args.materialize_customers > 0:
             n = min(args.materialize_customers, rows["customers"])
@@ -505,13 +544,13 @@ def main() -> None:
             if n < rows["customers"]:
                 target = home / f"materialize_{n}"
                 n = subset_workspace(home, target, snapshot, n)
-            print(f"Feast apply + materialize, {n:,} customers:")
+            print(f"Feast's own apply + materialize, {n:,} customers:")
             materialized = {"customers": n, "timing": measure("materialize", args, target, 1)}
     finally:
         if created and not args.keep:
             shutil.rmtree(home, ignore_errors=True)
 
-    text = report(args, host, rows, snapshot, timings, materialized)
+    text = report(args, host, rows, snapshot, timings, materialized, bulk)
     write_section(text, write=not args.no_write)
 
 

@@ -127,7 +127,9 @@ async def drive(
             sent += len(batch)
             for j, item in enumerate(batch):
                 if (sent - len(batch) + j) % probe_every == 0:
-                    probes.append(asyncio.create_task(probe(client, base, str(item["customer_id"]), now, t_send)))
+                    probes.append(
+                        asyncio.create_task(probe(client, base, str(item["customer_id"]), now, t_send))
+                    )
         results = list(await asyncio.gather(*probes))
     return sent, results
 
@@ -147,7 +149,9 @@ def summary(name: str, sent: int, results: list[float | None], seconds: float) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--home", type=Path, default=None, help="Workspace to reuse (built when empty).")
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=1000, help="Events per second.")
@@ -166,7 +170,9 @@ def main() -> None:
 
     from features.tables import PROFILE_VIEW, snapshot_files
 
-    ids = pd.read_parquet(snapshot_files(Settings(home=home).features_dir, PROFILE_VIEW)[-1]).customer_id.tolist()
+    ids = pd.read_parquet(
+        snapshot_files(Settings(home=home).features_dir, PROFILE_VIEW)[-1]
+    ).customer_id.tolist()
     port = _port()
     stream = f"bench-events-{uuid.uuid4().hex[:6]}"
     env = {
@@ -178,7 +184,9 @@ def main() -> None:
         "PORTRAIT_STREAM_CONSUMER": "bench",
     }
     env.pop("PORTRAIT_API_KEYS", None)
-    server = start([sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)], env)
+    server = start(
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)], env
+    )
     consumer = start([sys.executable, "-m", "portrait.cli", "stream"], env)
     base = f"http://127.0.0.1:{port}"
     rows = []

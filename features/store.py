@@ -30,10 +30,14 @@ Everything that relies on Feast internals goes through :mod:`features.feast_inte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import re
+import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,17 +128,53 @@ def _hide(text: str, patterns: Sequence[str], var: str, secrets: dict[str, str])
     return text
 
 
+SPARK_STORE_TYPE = "features.spark.PortraitSparkOfflineStore"
+"""The cluster profile's offline store: Feast's Spark offline store over the feature tables
+(:mod:`features.spark`, which Feast imports by this name when it opens the store)."""
+SPARK_DEFAULTS: dict[str, str] = {
+    # Feature times are UTC instants; the pipeline's literals and Feast's timestamp filters assume UTC.
+    "spark.sql.session.timeZone": "UTC",
+    # Parquet timestamps as DuckDB and pyarrow write them (INT96 is Spark's legacy default).
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "false",
+}
+"""Portrait's Spark configuration, before ``settings.spark_conf``."""
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The cluster profile's Spark configuration: :data:`SPARK_DEFAULTS`, the application name and the
+    master (unless Spark Connect is used), then ``settings.spark_conf``."""
+    conf = {**SPARK_DEFAULTS, "spark.app.name": settings.spark_app_name}
+    if not settings.spark_connect_url and settings.spark_master:
+        conf["spark.master"] = settings.spark_master
+    return conf | dict(settings.spark_conf)
+
+
+def offline_store_config(settings: Settings) -> dict[str, Any]:
+    """The ``offline_store`` section: DuckDB over the Parquet feature tables, or on the cluster profile
+    Feast's Spark offline store over the same tables (with the session's configuration)."""
+    if settings.profile != "cluster":
+        return {"type": "duckdb"}
+    config: dict[str, Any] = {"type": SPARK_STORE_TYPE, "spark_conf": spark_conf(settings)}
+    if settings.spark_connect_url:
+        config["spark_connect_url"] = settings.spark_connect_url
+    return config
+
+
 def feast_yaml(settings: Settings) -> FeastYaml:
     """Feast's configuration for the settings' profile, as ``feature_store.yaml``.
 
     Local: file registry and SQLite online store in the yaml's folder (paths relative to it), DuckDB
     offline store. Production: SQL registry on PostgreSQL and the Redis online store, passwords as
-    ``${VAR}`` (see the module docstring).
+    ``${VAR}`` (see the module docstring). Cluster: as production, with Feast's Spark offline store
+    (:func:`offline_store_config`).
     """
     secrets: dict[str, str] = {}
     registry: dict[str, Any]
     online: dict[str, Any]
-    if settings.profile == "production":
+    if settings.profile in ("production", "cluster"):
         # registry_type "sql" makes Feast build the SqlRegistryConfig SqlRegistry insists on.
         registry = {
             "registry_type": "sql",
@@ -171,7 +211,7 @@ def feast_yaml(settings: Settings) -> FeastYaml:
         "provider": "local",
         "registry": registry,
         "online_store": online,
-        "offline_store": {"type": "duckdb"},
+        "offline_store": offline_store_config(settings),
         # By default Feast converts and writes a whole view in one batch, so memory grows with customers.
         "materialization": {"online_write_batch_size": settings.materialize_batch_rows},
         "entity_key_serialization_version": 3,
@@ -258,13 +298,15 @@ def feature_store(settings: Settings) -> FeatureStore:
     settings may have just rewritten).
     Production: creates the registry database if it is missing and raises
     :class:`~portrait.backends.BackendUnavailable` (URL redacted) when PostgreSQL cannot be reached.
-    Redis is not contacted here; its client is only configured (see :func:`bound_redis_client`).
+    Redis is not contacted here; its client is only configured (see :func:`bound_redis_client`). A file
+    registry is written atomically (:func:`features.feast_internals.atomic_registry_writes`).
     """
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     write_repo_or_warn(settings)
     if settings.profile == "production":
         ensure_postgres_database(settings.postgres_url, timeout_s=settings.postgres_connect_timeout_s)
     store = FeatureStore(repo_path=str(settings.feast_dir), config=repo_config(settings))
+    fi.atomic_registry_writes(store)  # a reader never sees a half-written registry file
     if settings.profile == "production":
         bound_redis_client(store)
     return store
@@ -297,39 +339,66 @@ def materialize(
     store: FeatureStore | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Load the newest feature rows into the online store.
+    """Load the newest feature rows into the online store, with the serving vectors.
 
     Incremental (default): each view continues from where its last materialization ended; a view never
     materialized starts at ``start`` or, by default, at the earliest snapshot on disk. ``incremental=False``
-    reloads ``[start, end)`` in full. Then the serving vectors are rebuilt (:func:`precompute_vectors`,
-    ``progress(done, total)`` after each batch).
+    reloads ``[start, end)`` in full.
+
+    Portrait's batch views go through :func:`features.bulk_load.load`, which writes Feast's own online layout
+    column-wise, builds the serving vectors in the same pass, writes only the customers that changed since the
+    load the store holds, switches the load in without serving noticing, and records the intervals in the
+    registry as Feast's materialize does. Other views (a push source's, or all of them when the store's options
+    change Feast's layout) go through Feast's own materialize; the vectors are then rebuilt from the store
+    (:func:`precompute_vectors`, ``progress(done, total)`` after each batch).
     """
+    from features import bulk_load
+
     store = store or feature_store(settings)
     end = end or datetime.now(UTC)
-    views = [v.name for v in store.list_feature_views()]
+    views = store.list_feature_views()
     if not views:
         raise RuntimeError("no feature views are registered: run `portrait features apply` first")
     first = start or earliest_snapshot(settings) or (end - timedelta(days=1))
-    fresh = [v for v in views if not store.get_feature_view(v).materialization_intervals]
-    if incremental and not fresh:
-        store.materialize_incremental(end_date=end, feature_views=views)
-        mode = "incremental"
-    else:
-        store.materialize(start_date=first - timedelta(seconds=1), end_date=end, feature_views=views)
-        mode = "full"
+    full = not incremental or any(not v.materialization_intervals for v in views)
+    unsupported = fi.bulk_unsupported(store)
+    if unsupported:
+        logger.warning(
+            "the online store's options change Feast's layout (%s): using Feast's materialize", unsupported
+        )
+    bulk = [v for v in views if unsupported is None and bulk_load.bulk_loadable(v)]
+    rest = [v.name for v in views if v not in bulk]
     started = time.perf_counter()
-    vectors = (
-        precompute_vectors(settings, store, progress=progress)
-        if SERVING_SERVICE in _service_names(store)
-        else 0
-    )
+    loaded = None
+    if bulk:
+        window = first - timedelta(seconds=1)
+        if not full:
+            window = min(interval[0] for v in bulk for interval in v.materialization_intervals)
+        intervals = {
+            v.name: first - timedelta(seconds=1) if full else (v.most_recent_end_time or window) for v in bulk
+        }
+        loaded = bulk_load.load(
+            settings, store, bulk, start=window, end=end, intervals=intervals, full=full, progress=progress
+        )
+    if rest:
+        if full:
+            store.materialize(start_date=first - timedelta(seconds=1), end_date=end, feature_views=rest)
+        else:
+            store.materialize_incremental(end_date=end, feature_views=rest)
+    vectors, vectors_started = (loaded.vectors if loaded else 0), time.perf_counter()
+    built_in_load = loaded is not None and loaded.vector_service is not None
+    if not built_in_load and SERVING_SERVICE in _service_names(store):
+        vectors = precompute_vectors(settings, store, progress=progress)
     return {
-        "mode": mode,
-        "views": views,
+        "mode": loaded.mode if loaded else ("full" if full else "incremental"),
+        "views": [v.name for v in views],
         "start": first,
         "end": end,
         "vectors": vectors,
-        "vectors_seconds": time.perf_counter() - started,
+        "vectors_seconds": (loaded.seconds.get("vectors", 0.0) if built_in_load and loaded else 0.0)
+        + (0.0 if built_in_load else time.perf_counter() - vectors_started),
+        "seconds": time.perf_counter() - started,
+        "load": dataclasses.asdict(loaded) if loaded else None,
     }
 
 
@@ -421,23 +490,124 @@ def _service_names(store: FeatureStore) -> set[str]:
 
 
 def vector_view(service: str = SERVING_SERVICE) -> FeatureView:
-    """Feast's synthetic view holding a service's pre-computed vectors (the same one Feast reads)."""
+    """Feast's synthetic view holding a service's pre-computed vectors (the same one Feast reads): slot "a"."""
     return fi.precomputed_view(service)
+
+
+VECTOR_SLOTS = ("a", "b")
+"""The two places a service's vectors can live. A load writes the slot not in use and switches serving to it
+in one step (see :mod:`features.bulk_load`); SQLite loads switch tables instead and always use slot "a"."""
+_SLOT_VIEWS: dict[tuple[str, str], FeatureView] = {}
+_LIVE_SLOTS: weakref.WeakKeyDictionary[FeatureStore, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def vector_slot_view(service: str = SERVING_SERVICE, slot: str = "a") -> FeatureView:
+    """The synthetic view of one vector slot: ``__precomputed__<service>`` (slot "a", Feast's own) or
+    ``__precomputed__<service>__b``."""
+    if slot not in VECTOR_SLOTS:
+        raise ValueError(f"no vector slot {slot!r}")
+    if (service, slot) not in _SLOT_VIEWS:
+        name = f"{fi.PRECOMPUTED_VIEW_PREFIX}{service}" + ("" if slot == "a" else f"__{slot}")
+        _SLOT_VIEWS[service, slot] = fi.synthetic_view(name, VECTOR_FEATURE)
+    return _SLOT_VIEWS[service, slot]
+
+
+def _slot_service(view: FeatureView) -> str | None:
+    """The service whose vector slot ``view`` is (None for any other view)."""
+    if not view.name.startswith(fi.PRECOMPUTED_VIEW_PREFIX):
+        return None
+    service = view.name.removeprefix(fi.PRECOMPUTED_VIEW_PREFIX)
+    return service.removesuffix("__b") if service.endswith("__b") else service
+
+
+def live_slot(store: FeatureStore, service: str = SERVING_SERVICE) -> str:
+    """The vector slot serving reads, as the store's load marker records it ("a" without a marker)."""
+    marker = load_marker(store)
+    slot = str((marker or {}).get("slot", "a"))
+    return slot if slot in VECTOR_SLOTS else "a"
+
+
+def _retired_for(blob: bytes | None) -> str | None:
+    """The slot a retired sentinel points to (None when ``blob`` is not a retired sentinel)."""
+    if blob is None:
+        return None
+    with contextlib.suppress(Exception):
+        values = PrecomputedFeatureVector.FromString(blob).values
+        if len(values) == 2 and values[0].string_val == "retired":
+            return values[1].string_val
+    return None
 
 
 def read_vectors(
     store: FeatureStore, keys: Sequence[EntityKeyProto], view: FeatureView | None = None
 ) -> list[bytes | None]:
-    """The serialized vectors of ``keys`` (None where there is none), as ``read_precomputed_vectors``.
+    """The serialized vectors of ``keys`` (None where there is none), from the slot serving reads.
 
     Reads with ``OnlineStore.online_read`` on a view built once (Feast's own helper builds a FeatureView per
-    call, ~0.1 ms, and turns a store error into "no vectors"; here the store's error is raised).
+    call, ~0.1 ms, and turns a store error into "no vectors"; here the store's error is raised). ``view`` names
+    the service (any of its slots). The sentinel entity is read in the same call (callers usually put it
+    first): when a load has switched to the other slot since the last read, its old sentinel says so, and the
+    keys are read again from the new slot; so one call never mixes two loads' vectors.
     """
-    rows = fi.online_read(store, view or vector_view(), keys, [VECTOR_FEATURE])
+    view = view or vector_view()
+    service = _slot_service(view)
+    if service is None:
+        return _vector_blobs(store, view, keys)
+    sentinel = entity_key(SIGNATURE_ID)
+    with_sentinel = bool(keys) and keys[0] == sentinel
+    asked = list(keys) if with_sentinel else [sentinel, *keys]
+    slots = _LIVE_SLOTS.setdefault(store, {})
+    slot = slots.get(service, "a")
+    blobs = _vector_blobs(store, vector_slot_view(service, slot), asked)
+    moved = _retired_for(blobs[0])
+    if moved is None and blobs[0] is None:
+        moved = live_slot(store, service)  # no sentinel here: the marker says where the vectors are
+    if moved in VECTOR_SLOTS and moved != slot:
+        slots[service] = moved
+        blobs = _vector_blobs(store, vector_slot_view(service, moved), asked)
+    return blobs if with_sentinel else blobs[1:]
+
+
+def _vector_blobs(
+    store: FeatureStore, view: FeatureView, keys: Sequence[EntityKeyProto]
+) -> list[bytes | None]:
+    rows = fi.online_read(store, view, keys, [VECTOR_FEATURE])
     return [
         values[VECTOR_FEATURE].bytes_val if values and values[VECTOR_FEATURE].HasField("bytes_val") else None
         for _, values in rows
     ]
+
+
+# ---- the load marker -------------------------------------------------------------------------------------
+
+LOAD_VIEW = "__portrait_load__"
+LOAD_FEATURE = "marker"
+
+
+def load_view() -> FeatureView:
+    """The synthetic view of the load marker (one row, for the sentinel entity; see :mod:`features.bulk_load`)."""
+    if ("", LOAD_VIEW) not in _SLOT_VIEWS:
+        _SLOT_VIEWS["", LOAD_VIEW] = fi.synthetic_view(LOAD_VIEW, LOAD_FEATURE)
+    return _SLOT_VIEWS["", LOAD_VIEW]
+
+
+def load_marker(store: FeatureStore) -> dict[str, Any] | None:
+    """The marker of the load the online store holds, or None when it holds none (never loaded by Portrait's
+    loader, or it lost its data, such as a Redis that restarted empty). The store's own errors are raised."""
+    try:
+        ((_, values),) = fi.online_read(store, load_view(), [entity_key(SIGNATURE_ID)], [LOAD_FEATURE])
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    value = values.get(LOAD_FEATURE) if values else None
+    if value is None or not value.HasField("bytes_val"):
+        return None
+    try:
+        marker = json.loads(value.bytes_val)
+    except ValueError:
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _vector_row(
@@ -485,14 +655,16 @@ def precompute_vectors(
     """Write the service's pre-computed vector of every customer from the online store; returns how many.
 
     Reads each view of the service with ``OnlineStore.online_read`` (what ``get_online_features`` reads) and
-    writes one ``PrecomputedFeatureVector`` per customer in the service's :class:`VectorLayout`. The sentinel
+    writes one ``PrecomputedFeatureVector`` per customer in the service's :class:`VectorLayout`, into the vector
+    slot serving reads. :func:`materialize` builds the vectors in its load instead; this rebuilds them after
+    writes it did not make (Feast's own materialize, a push). The sentinel
     is first overwritten with a marker no reader trusts and written last with the layout and the signature of
     the materialization the vectors reflect, so a partial run is never trusted. Customers without any online
     row get no vector (they are unknown to serving either way).
     """
     store = store or feature_store(settings)
     service = store.get_feature_service(service_name)
-    target = vector_view(service_name)
+    target = vector_slot_view(service_name, live_slot(store, service_name))
     fi.create_online_table(store, target)
     sentinel = entity_key(SIGNATURE_ID)
     pending = PrecomputedFeatureVector(values=[ValueProto(string_val="writing")])

@@ -12,13 +12,61 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from portrait.settings import Settings, get_settings
 
+
+class _OneLineErrors(TyperGroup):
+    """Turns what bad or missing input raises deep inside a command (a file that is not Parquet, a store
+    that was never filled, data that does not fit) into one ``error:`` line and a non-zero exit.
+
+    Only the exception types such input produces are caught (value, runtime, OS, DuckDB, MLflow and backend
+    errors); anything else is a bug and keeps its traceback. Commands still report what they can foresee
+    themselves, with the fix.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            code = _expected_error(exc)
+            if code is None:
+                raise
+            logger.debug("command failed", exc_info=True)
+            raise _fail(_first_line(exc), code) from None
+
+
+def _expected_error(exc: BaseException) -> int | None:
+    """The exit code for an error bad input produces, or None for anything else."""
+    import sys
+
+    from portrait.backends import BackendUnavailable
+
+    if isinstance(exc, BackendUnavailable):
+        return EXIT_UNAVAILABLE
+    expected: list[type[BaseException]] = [ValueError, RuntimeError, OSError, LookupError]
+    for module, name in (("duckdb", "Error"), ("mlflow.exceptions", "MlflowException")):
+        if module in sys.modules:  # only a library that is loaded can have raised
+            expected.append(getattr(sys.modules[module], name))
+    if isinstance(exc, KeyError) and not isinstance(exc, tuple(t for t in expected if t is not LookupError)):
+        return None  # a missing dict key is a bug, not input
+    return EXIT_BAD_INPUT if isinstance(exc, tuple(expected)) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{text[0] if text else type(exc).__name__}"
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Portrait: predictive tags and lookalike audiences for customer-profile platforms.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
@@ -50,6 +98,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
     )
     for noisy in ("feast", "mlflow", "alembic", "bentoml", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    import warnings
+
+    # ibis 10's DuckDB backend (used by our pipeline and Feast's offline store) calls DuckDB 2.0's
+    # deprecated fetch_arrow_table(); nothing of ours does, and a user cannot act on it.
+    warnings.filterwarnings(
+        "ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning
+    )
 
 
 def _settings() -> Settings:
@@ -59,7 +114,11 @@ def _settings() -> Settings:
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    """Print ``error: <message>`` on one line, whatever the width (brackets are not read as markup), and
+    return the exit to raise."""
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -75,13 +134,19 @@ def _parse_day(value: str) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------- data
+def _data_fail(message: str) -> typer.Exit:
+    return _fail(message, EXIT_BAD_INPUT)
+
+
 def _print_validation(report) -> None:  # noqa: ANN001 - features.validate.ValidationReport
     table = Table(title="validation")
-    for col in ("table", "rows read", "accepted", "quarantined", "by reason"):
+    for col in ("table", "rows read", "accepted", "quarantined", "by reason", "note"):
         table.add_column(col)
     for t in report.tables.values() if hasattr(report, "tables") else report:
         reasons = ", ".join(f"{k}={v:,}" for k, v in t.by_reason.items()) or "-"
-        table.add_row(t.table, f"{t.rows_read:,}", f"{t.accepted:,}", f"{t.quarantined:,}", reasons)
+        table.add_row(
+            t.table, f"{t.rows_read:,}", f"{t.accepted:,}", f"{t.quarantined:,}", reasons, t.note or "-"
+        )
     out.print(table)
 
 
@@ -91,7 +156,7 @@ def _validate(settings: Settings, now: datetime | None = None):  # noqa: ANN202
     try:
         report = validate_workspace(settings, now=now)
     except ContractError as exc:
-        raise _fail(str(exc)) from None
+        raise _data_fail(str(exc)) from None
     _print_validation(report)
     return report
 
@@ -134,23 +199,130 @@ def data_load(
 ) -> None:
     """Map a real public dataset onto the contract (into data/raw), then validate it."""
     from features.loaders import load_cdnow, load_online_retail
+    from features.validate import ContractError
 
     settings = _settings()
     files = {"online-retail": "online_retail.parquet", "cdnow": "cdnow_master.txt"}
     if dataset not in files:
-        raise _fail(f"unknown dataset {dataset!r}; choose one of {', '.join(files)}")
+        raise _data_fail(f"unknown dataset {dataset!r}; choose one of {', '.join(files)}")
+    if path is not None and not path.is_file():
+        raise _data_fail(f"--path {path} {'is not a file' if path.exists() else 'does not exist'}")
     source = path or (settings.data_dir / files[dataset] if settings.data_dir else None)
     if source is None or not Path(source).exists():
-        raise _fail(f"{files[dataset]} not found; pass --path or set PORTRAIT_DATA_DIR")
+        raise _data_fail(f"{files[dataset]} not found; pass --path or set PORTRAIT_DATA_DIR")
     loader = load_online_retail if dataset == "online-retail" else load_cdnow
-    report = loader(Path(source), settings.raw_dir)
+    try:
+        report = loader(Path(source), settings.raw_dir)
+    except ContractError as exc:
+        raise _data_fail(f"{exc} Is it the {dataset} dataset ({files[dataset]})?") from None
     out.print_json(report.model_dump_json())
+    _validate(settings)
+
+
+def _print_import(report) -> None:  # noqa: ANN001 - features.importer.ImportReport
+    table = Table(title="import" + (" (append)" if report.append else ""))
+    table.add_column("input", no_wrap=True)
+    for col in ("rows read", "set aside", "merged", "already there", "added", "rows in file"):
+        table.add_column(col)
+    for t in report.tables.values():
+        set_aside = ", ".join(f"{k}={v:,}" for k, v in t.set_aside.items()) or "-"
+        read = f"{t.rows_read:,}" if t.kind == "source" else "-"
+        table.add_row(
+            t.table,
+            read,
+            set_aside,
+            f"{t.merged:,}",
+            f"{t.already_present:,}",
+            f"{t.added:,}",
+            f"{t.rows_written:,}",
+        )
+    out.print(table)
+    for t in report.tables.values():
+        out.print(f"{t.table}: {t.source}", soft_wrap=True, highlight=False, markup=False)
+        if t.set_aside_path:
+            console.print(f"{t.table}: rows the mapping could not read -> {t.set_aside_path}", soft_wrap=True)
+
+
+def _print_preview(report) -> None:  # noqa: ANN001 - features.importer.ImportReport
+    for name, t in report.tables.items():
+        if t.kind == "empty":
+            out.print(f"{name}: {t.source}")
+            continue
+        read = f" ({t.rows_read:,} rows read)" if t.kind == "source" else ""
+        out.print(f"{name}: {t.source}{read}", soft_wrap=True, highlight=False, markup=False)
+        mapping = Table()
+        for col in ("contract column", "filled from"):
+            mapping.add_column(col, overflow="fold")
+        for column, how in t.columns.items():
+            mapping.add_row(column, how)
+        out.print(mapping)
+        rows = report.samples.get(name, [])
+        if rows:
+            sample = Table(title=f"{name}: first {len(rows)} mapped rows", title_justify="left")
+            for column in rows[0]:
+                sample.add_column(column, overflow="fold")
+            for row in rows:
+                sample.add_row(*("" if v is None else v for v in row.values()))
+            out.print(sample)
+    if not report.problems:
+        out.print("no problems found")
+    for problem in report.problems:
+        mark = "[bold red]error:[/]" if problem.fatal else "[yellow]warning:[/]"
+        out.print(f"{mark} {problem.line()}", soft_wrap=True, highlight=False)
+    out.print("dry run: nothing was written")
+
+
+@data_app.command("import")
+def data_import(
+    mapping: Annotated[Path, typer.Argument(help="Mapping file (YAML or TOML) that describes your inputs.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print mapped sample rows and every problem; write nothing.")
+    ] = False,
+    append: Annotated[
+        bool,
+        typer.Option(
+            "--append", help="Add a batch to data/raw; rows already there are skipped (idempotent)."
+        ),
+    ] = False,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="TABLE=PATH: read this file for an input instead (e.g. a daily batch); repeatable.",
+        ),
+    ] = None,
+    sample: Annotated[int, typer.Option(min=0, help="Sample rows per input shown by --dry-run.")] = 5,
+) -> None:
+    """Import your own customers, transactions and events (CSV, Parquet or SQL) as described by a mapping
+    file into data/raw, then validate them. See README, "Your own data"."""
+    from features.importer import MappingError, import_mapping, load_mapping, preview_mapping, with_source
+
+    settings = get_settings() if dry_run else _settings()  # a dry run creates nothing, not even folders
+    try:
+        spec = load_mapping(mapping)
+        for item in source or []:
+            table, sep, path = item.partition("=")
+            if not sep or not path:
+                raise MappingError(f"--source {item!r}: expected TABLE=PATH, e.g. transactions=orders.csv")
+            spec = with_source(spec, table.strip(), Path(path))
+        if dry_run:
+            report = preview_mapping(settings, spec, append=append, sample=sample, mapping_name=str(mapping))
+        else:
+            report = import_mapping(settings, spec, append=append, mapping_name=str(mapping))
+    except MappingError as exc:
+        raise _data_fail(str(exc)) from None
+    if dry_run:
+        _print_preview(report)
+        if report.fatal:
+            raise typer.Exit(EXIT_BAD_INPUT)
+        return
+    _print_import(report)
     _validate(settings)
 
 
 @data_app.command("schema")
 def data_schema() -> None:
-    """Print the raw-data contract as JSON Schema."""
+    """Print the raw-data contract as JSON Schema ("required": the columns validation demands)."""
     from features.contract import ROW_MODELS
 
     out.print_json(json.dumps({name: model.model_json_schema() for name, model in ROW_MODELS.items()}))
@@ -190,7 +362,7 @@ def serving_snapshot(settings: Settings) -> datetime:
 @features_app.command("apply")
 def features_apply() -> None:
     """Register entities, feature views and feature services in the Feast registry."""
-    from features.store import apply
+    from features.repo import apply
 
     store = apply(_settings())
     console.print(
@@ -376,8 +548,9 @@ def models() -> None:
     """Registered model versions, aliases and headline metrics."""
     from training.tracking import TrackingUnavailable, configure, model_table
 
+    settings = _settings()
     try:
-        client = configure(_settings())
+        client = configure(settings)
     except TrackingUnavailable as exc:
         raise _fail(str(exc), EXIT_UNAVAILABLE) from None
     frame = model_table(client)
@@ -390,6 +563,7 @@ def models() -> None:
     for row in frame.itertuples():
         table.add_row(row.model, str(row.version), row.aliases, row.created, row.test_metric)
     out.print(table)
+    cli_monitor.print_cards(settings, client)  # the quality card of each champion
 
 
 @app.command("promote")
@@ -504,11 +678,47 @@ def serve(
     os.execv(sys.executable, args)
 
 
+@app.command("stream")
+def stream_cmd() -> None:
+    """Consume events and transactions from the broker (Redis Streams, or Kafka by settings) into the
+    landing zone and the real-time features; at least once, deduplicated. Stop with Ctrl-C."""
+    import asyncio
+
+    from features.store import feature_store
+    from features.stream import broker_url, build_app
+    from portrait.backends import BackendUnavailable, redact
+
+    settings = _settings()
+    try:
+        store = feature_store(settings)
+    except BackendUnavailable as exc:
+        raise _fail(str(exc), EXIT_UNAVAILABLE) from None
+    console.print(
+        f"consuming {settings.events_stream!r} from {redact(broker_url(settings))} (Ctrl-C to stop)"
+    )
+    from redis.exceptions import RedisError
+
+    try:
+        asyncio.run(build_app(settings, store).run())
+    except (ConnectionError, OSError, RedisError) as exc:
+        raise _fail(f"broker {redact(broker_url(settings))} unreachable: {exc}", EXIT_UNAVAILABLE) from None
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
 @app.command("score")
 def score(
     out_file: Annotated[Path, typer.Option("--out", help="Output file (.parquet, or .csv).")],
     csv: Annotated[bool, typer.Option("--csv", help="Also write a CSV beside the Parquet file.")] = False,
     batch: Annotated[int, typer.Option(help="Customers per online read.")] = 10_000,
+    spark: Annotated[
+        bool | None,
+        typer.Option(
+            "--spark/--no-spark",
+            help="Score on Spark, in parallel partitions, from the latest feature tables (default: on the "
+            "cluster profile); --out is then a folder with one file per partition.",
+        ),
+    ] = None,
 ) -> None:
     """Score every customer in the online store and write the tags for bulk sync into the tag system."""
     import pandas as pd
@@ -520,6 +730,26 @@ def score(
     from serving.tagger import Tagger, freeze_startup_objects
 
     settings = _settings()
+    if settings.profile == "cluster" if spark is None else spark:
+        from features.spark import java_problem, spark_session
+        from portrait.registry import TrackingUnavailable
+        from portrait.scoring import ScoringError, score_on_spark
+
+        if not settings.spark_connect_url and (problem := java_problem()):
+            raise _fail(problem, EXIT_UNAVAILABLE)
+        try:
+            with console.status("scoring on Spark"):
+                run = score_on_spark(settings, spark_session(settings), out_file, csv=csv)
+        except TrackingUnavailable as exc:
+            raise _fail(str(exc), EXIT_UNAVAILABLE) from None
+        except ScoringError as exc:
+            raise _fail(str(exc), EXIT_UNAVAILABLE if exc.unavailable else EXIT_BAD_INPUT) from None
+        written = " and ".join(str(p) for p in run.paths)
+        console.print(
+            f"{run.customers:,} customers scored on {run.partitions} Spark partitions ({run.seconds:.0f} s) "
+            f"-> {written}"
+        )
+        return
     snaps = snapshots_on_disk(settings)
     if not snaps:
         raise _fail("no feature snapshots: run `portrait features build` and `portrait features materialize`")
@@ -547,6 +777,7 @@ def score(
         with atomic_path(out_file.with_suffix(".csv")) as tmp:
             frame.to_csv(tmp, index=False)
     console.print(f"{len(frame):,} customers scored -> {out_file}")
+    cli_monitor.log_scored(settings, frame)  # the prediction log `portrait monitor` reads
 
 
 @app.command("demo")
@@ -588,6 +819,18 @@ def demo(
     if serve_after:
         serve(host=None, port=None)
 
+
+from portrait import cli_monitor  # noqa: E402
+
+cli_monitor.register(app)
+
+from portrait import cli_audience  # noqa: E402
+
+cli_audience.register(app)
+
+from portrait import cli_identity  # noqa: E402
+
+cli_identity.register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

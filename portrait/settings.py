@@ -19,12 +19,12 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from portrait.backends import normalize_postgres_url
 
-Profile = Literal["local", "production"]
+Profile = Literal["local", "production", "cluster"]
 
 
 def _repo_root() -> Path:
@@ -130,6 +130,23 @@ class Settings(BaseSettings):
     min_positives: int = Field(
         100, ge=1, description="Data check: fewest positive (and negative) labels a classifier's split needs."
     )
+    cart_abandon_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Real-time tag cart_abandoned: an add-to-cart this recent with no purchase since.",
+    )
+    events_stream: str = Field("portrait-events", description="Broker stream/topic `portrait stream` reads.")
+    broker_url: str | None = Field(
+        None,
+        description="Message broker of `portrait stream`: redis://… (Redis Streams, default: redis_url) or "
+        "kafka://host:port (needs faststream[kafka]).",
+    )
+    stream_consumer: str | None = Field(
+        None, description="Consumer name of `portrait stream` in its group (default: host and process id)."
+    )
+    stream_claim_idle_ms: int = Field(
+        5_000, ge=100, description="Claim stream messages another consumer left unacknowledged this long."
+    )
     train_threads: int | None = Field(
         None,
         ge=1,
@@ -145,6 +162,179 @@ class Settings(BaseSettings):
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,
         description="API key -> scopes ('tags:read', 'lookalike:create'). Empty: auth disabled (local only).",
+    )
+
+    # Monitoring (issue 17).
+    prediction_log_sample: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of served /v1/tags answers written to the prediction log (0: none, 1: all); "
+        "`portrait score` always logs everything.",
+    )
+    prediction_log_table: str = Field(
+        "portrait_predictions",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="PostgreSQL table of the prediction log (production profile; created if missing).",
+    )
+    drift_reference_rows: int = Field(
+        5000,
+        ge=100,
+        description="Customers of a champion's first serving snapshot kept as its drift reference.",
+    )
+    drift_num_method: str = Field(
+        "wasserstein", description="Evidently drift method for numerical features and the score."
+    )
+    drift_cat_method: str = Field(
+        "jensenshannon", description="Evidently drift method for categorical features."
+    )
+    drift_threshold: float = Field(
+        0.1,
+        gt=0.0,
+        description="Per-column drift threshold of those methods (distances: drift at or above it; "
+        "p-value tests: drift below it).",
+    )
+    retrain_drift_share: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="`portrait retrain --if-needed`: retrain when at least this share of a champion's "
+        "features drifted.",
+    )
+    retrain_on_score_drift: bool = Field(
+        True,
+        description="`portrait retrain --if-needed`: retrain when the champion's score distribution drifted.",
+    )
+    retrain_decay: float = Field(
+        0.05,
+        ge=0.0,
+        description="`portrait retrain --if-needed`: retrain when the realised headline metric (AUC, "
+        "normalised Gini) is below the champion's test figure by more than this.",
+    )
+    retrain_calibration: float = Field(
+        0.25,
+        gt=0.0,
+        description="`portrait retrain --if-needed`: retrain when the realised calibration ratio (predicted "
+        "/ actual rate or total) is above 1 + this or below 1 / (1 + this).",
+    )
+
+    # Identity resolution (issue 19).
+    identity_kinds: dict[str, Literal["strong", "weak"]] = Field(
+        default_factory=lambda: {
+            "email": "strong",
+            "phone": "strong",
+            "member_id": "strong",
+            "account_id": "strong",
+            "device_id": "weak",
+        },
+        description="Identifier kinds of the identities input (one column each): records sharing a 'strong' "
+        "value are one person; a 'weak' value is evidence for the probabilistic model only.",
+    )
+    identity_kind_formats: dict[str, Literal["email", "phone", "id", "id_lower"]] = Field(
+        default_factory=lambda: {"email": "email", "phone": "phone", "device_id": "id_lower"},
+        description="Normalisation per kind: email, phone (E.164 digits), id (trimmed, the default), id_lower.",
+    )
+    identity_phone_country_code: str = Field(
+        "33",
+        pattern=r"^[1-9][0-9]{0,2}$",
+        description="Calling code of phone numbers written nationally (0...).",
+    )
+    identity_email_domain_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"googlemail.com": "gmail.com"},
+        description="E-mail domains that are one mailbox.",
+    )
+    identity_email_dotless_domains: list[str] = Field(
+        default_factory=lambda: ["gmail.com"],
+        description="E-mail domains that ignore dots and '+tags' in the user name.",
+    )
+    identity_hash_identifiers: bool = Field(
+        False,
+        description="Store identifiers as salted SHA-256 of their normalised value (no raw value kept).",
+    )
+    identity_hash_salt: str = Field("", repr=False, description="Salt of the identifier hashes (a secret).")
+    identity_max_people_per_value: int = Field(
+        5,
+        ge=1,
+        description="An identifier value seen on more people than this (a shop tablet, 0600000000) never links.",
+    )
+    identity_max_cluster_records: int = Field(
+        40,
+        ge=2,
+        description="A person that probabilistic links would grow beyond this many records is reported, not merged.",
+    )
+    identity_match_probability: float = Field(
+        0.8, gt=0, lt=1, description="Splink match probability from which two records are one person."
+    )
+    identity_conflict_guard: bool = Field(
+        True,
+        description="A strong value held by records with clearly different birth dates links nobody, and no "
+        "probabilistic link joins records with clearly different first names or birth dates.",
+    )
+    identity_probabilistic: bool = Field(
+        True,
+        description="Join people by the Splink model too; false: strong identifiers only (deterministic).",
+    )
+    identity_model: Literal["em", "priors"] = Field(
+        "em",
+        description="How the first full run trains the Splink model: EM, or the built-in priors (u sampled).",
+    )
+    identity_threads: int | None = Field(
+        None, ge=1, description="DuckDB threads of the identity step (default: all)."
+    )
+
+    # Cluster profile (issue 20).
+    spark_master: str = Field(
+        "local[2]",
+        description="Cluster profile: the Spark master (local[N], spark://host:7077, yarn, k8s://...). Unused "
+        "with spark_connect_url, and under spark-submit (which sets the master itself).",
+    )
+    spark_connect_url: str | None = Field(
+        None,
+        description="Cluster profile: a Spark Connect endpoint (sc://host:15002) to run on instead of a "
+        "driver in this process.",
+    )
+    spark_app_name: str = Field("portrait", description="Cluster profile: the Spark application name.")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Cluster profile: Spark configuration over Portrait's defaults, e.g. "
+        """PORTRAIT_SPARK_CONF='{"spark.executor.memory": "8g"}'.""",
+    )
+    score_partitions: int | None = Field(
+        None,
+        ge=1,
+        description="Cluster profile: partitions `portrait score` scores in parallel (default: twice Spark's "
+        "default parallelism).",
+    )
+    dask_scheduler: str | None = Field(
+        None,
+        description="Distributed refit: a Dask scheduler address (tcp://host:8786); default: a local "
+        "cluster of dask_workers processes.",
+    )
+    dask_workers: int = Field(2, ge=1, description="Distributed refit: workers of the local Dask cluster.")
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _cluster_tracking(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The cluster profile keeps MLflow where production does: on ``postgres_url`` unless set."""
+        if value is None and info.data.get("profile") == "cluster":
+            return info.data.get("postgres_url")
+        return value
+
+    # Online store loads (issue 16).
+    online_load_batch: int = Field(
+        20_000, gt=0, description="Customers per batch of an online-store load (bounds its memory)."
+    )
+    online_load_rebuild_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="SQLite: an incremental load changing more than this share of the customers rebuilds the "
+        "tables beside the live ones and renames them in, instead of updating them in one transaction.",
+    )
+    online_load_redis_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Socket timeout of an online-store load's own Redis connection (big pipelines).",
     )
 
     # ---- derived paths -------------------------------------------------------------------------

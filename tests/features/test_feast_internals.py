@@ -3,19 +3,24 @@
 Pinned: the provider's online store and the signatures of the plug-in methods called on it, the synthetic view
 Feast keeps pre-computed vectors in (written and read back both ways with Feast's own helpers), the Redis
 online store's lazily created client and its ``set_retry``, and the ``PrecomputedFeatureVector`` fields that
-``features.store.VectorLayout`` packs. Also that no other module of the repository uses Feast privates.
+``features.store.VectorLayout`` packs. For the bulk loader (``features.bulk_load``): the SQLite file, table,
+columns, ``value_text`` and index name, the entity-key serialization, the Redis key and hash fields, the store
+options that change those layouts, the registry's record of materialized intervals, and the file registry's
+write that is made atomic. Also that no other module of the repository uses Feast privates.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import redis
 from feast import FeatureStore, RepoConfig
+from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.redis import RedisOnlineStore
 from feast.infra.online_stores.sqlite import SqliteOnlineStore
@@ -163,7 +168,10 @@ def test_a_packed_vector_round_trips():
     assert layout.signature_of(layout.marker("sig")) == "sig"
 
 
-_PRIVATE = re.compile(r"\b_get_provider\s*\(|\._get_client(_async)?\s*\(|\.provider\.online_store\b")
+_PRIVATE = re.compile(
+    r"\b_get_provider\s*\(|\._get_client(_async)?\s*\(|\.provider\.online_store\b"
+    r"|\b_get_db_path\b|\b_mmh3\b|\b_redis_key\b|\b_registry_store\b|\b_write_registry\b"
+)
 
 
 def test_only_the_adapter_touches_feast_internals():
@@ -176,3 +184,171 @@ def test_only_the_adapter_touches_feast_internals():
                 if _PRIVATE.search(line):
                     offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert offenders == []
+
+
+# ---- what features.bulk_load relies on: the online stores' layouts, the registry ----------------------------
+
+
+def _view_with_source(tmp_path: Path):
+    from datetime import timedelta
+
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64, String
+
+    entity = Entity(name="customer", join_keys=["customer_id"], value_type=ValueType.STRING)
+    source = FileSource(
+        name="src",
+        path=str(tmp_path / "*.parquet"),
+        timestamp_field="event_timestamp",
+        created_timestamp_column="created",
+    )
+    schema = [
+        Field(name="spend", dtype=Float64),
+        Field(name="orders", dtype=Int64),
+        Field(name="region", dtype=String),
+    ]
+    return entity, FeatureView(
+        name="facts", entities=[entity], ttl=timedelta(days=1), schema=schema, source=source
+    )
+
+
+def test_the_bulk_loader_handles_the_default_layouts_only(tmp_path):
+    assert (
+        fi.bulk_unsupported(_store(tmp_path / "a", {"type": "sqlite", "path": str(tmp_path / "a.db")}))
+        is None
+    )
+    assert (
+        fi.bulk_unsupported(_store(tmp_path / "b", {"type": "redis", "connection_string": "127.0.0.1:1"}))
+        is None
+    )
+    sqlite_vectors = _store(
+        tmp_path / "c", {"type": "sqlite", "path": str(tmp_path / "c.db"), "vector_enabled": True}
+    )
+    assert "vector" in fi.bulk_unsupported(sqlite_vectors)
+    ttl = _store(tmp_path / "d", {"type": "redis", "connection_string": "127.0.0.1:1", "key_ttl_seconds": 60})
+    assert "TTL" in fi.bulk_unsupported(ttl)
+    cluster = _store(
+        tmp_path / "e", {"type": "redis", "redis_type": "redis_cluster", "connection_string": "h:1"}
+    )
+    assert "redis_cluster" in fi.bulk_unsupported(cluster)
+
+
+def test_sqlite_rows_are_where_and_as_feast_writes_them(sqlite_store, tmp_path):
+    """The file, the table name, the columns and value_text of SQLite's online_write_batch."""
+    import sqlite3
+
+    entity, view = _view_with_source(tmp_path)
+    sqlite_store.apply([entity, view])
+    assert fi.sqlite_path(sqlite_store) == tmp_path / "online.db"
+    written = datetime(2024, 6, 1, 12, 30, tzinfo=UTC)
+    values = {
+        "spend": Value(double_val=2.5),
+        "orders": Value(int64_val=3),
+        "region": Value(string_val="north"),
+    }
+    fi.online_write(sqlite_store, view, [(_key("A"), values, written, written)])
+    table = fi.sqlite_table(sqlite_store, view)
+    assert table == "internals_facts"
+    with sqlite3.connect(fi.sqlite_path(sqlite_store)) as con:
+        columns = [row[1] for row in con.execute(f'PRAGMA table_info("{table}")')]
+        assert set(fi.SQLITE_COLUMNS) <= set(columns) and set(columns) - set(fi.SQLITE_COLUMNS) == {
+            "vector_value"
+        }
+        rows = con.execute(
+            f'SELECT {", ".join(fi.SQLITE_COLUMNS)} FROM "{table}" ORDER BY feature_name'
+        ).fetchall()
+        indexes = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+    key = serialize_entity_key(_key("A"), entity_key_serialization_version=3)
+    epoch = int(written.replace(tzinfo=None).timestamp())
+    assert rows == [
+        (key, name, values[name].SerializeToString(), fi.sqlite_text(values[name]), epoch, epoch)
+        for name in ("orders", "region", "spend")
+    ]
+    assert [fi.sqlite_text(values[n]) for n in ("orders", "region", "spend")] == ["3", "north", "2.5"]
+    assert f"{table}_ek" in indexes  # the index the bulk loader moves to a rebuilt table, by name
+
+
+def test_the_entity_key_prefix_is_feasts_serialization():
+    for customer_id in ("C1", "", "é" * 300):
+        raw = customer_id.encode()
+        expected = serialize_entity_key(_key(customer_id), entity_key_serialization_version=3)
+        assert fi.entity_key_prefix("customer_id") + struct.pack("<I", len(raw)) + raw == expected
+
+
+def test_redis_keys_and_fields_are_feasts(redis_store):
+    from feast.infra.online_stores.helpers import _redis_key
+
+    entity, view = _view_with_source(Path("/nonexistent"))
+    online = fi.online_store(redis_store)
+    key = serialize_entity_key(_key("A"), entity_key_serialization_version=3)
+    assert key + fi.redis_key_suffix(redis_store) == _redis_key(redis_store.project, _key("A"), 3)
+    names, fields = online._generate_hset_keys_for_features(view, ["spend", "orders"])  # noqa: SLF001
+    assert fields == [fi.redis_field("facts", "spend"), fi.redis_field("facts", "orders"), "_ts:facts"]
+    assert fi.redis_ts_field("facts") == b"_ts:facts" and names[-1] == "_ts:facts"
+
+
+def test_the_bulk_redis_client_has_its_own_pool_and_timeout(redis_store):
+    shared = fi.redis_client(redis_store)
+    bulk = fi.redis_bulk_client(redis_store, 42.0)
+    assert bulk is not shared and bulk.connection_pool is not shared.connection_pool
+    kwargs, base = bulk.connection_pool.connection_kwargs, shared.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == 42.0
+    assert {k: kwargs[k] for k in ("host", "port", "db")} == {k: base[k] for k in ("host", "port", "db")}
+    bulk.close()
+
+
+def test_recording_materialization_is_what_feasts_incremental_logic_reads(sqlite_store, tmp_path):
+    entity, view = _view_with_source(tmp_path)
+    sqlite_store.apply([entity, view])
+    start, end = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 6, 1, tzinfo=UTC)
+    fi.record_materialization(sqlite_store, {"facts": (start, end)})
+    fresh = FeatureStore(repo_path=str(tmp_path), config=sqlite_store.config)
+    recorded = fresh.get_feature_view("facts")
+    assert recorded.materialization_intervals == [(start, end)]
+    assert recorded.most_recent_end_time == end  # where materialize_incremental continues
+
+
+def test_file_registry_writes_become_atomic(sqlite_store, tmp_path, monkeypatch):
+    """A registry write replaces the file (a new inode) instead of truncating and rewriting it in place."""
+    entity, view = _view_with_source(tmp_path)
+    assert fi.atomic_registry_writes(sqlite_store) is True
+    assert fi.atomic_registry_writes(sqlite_store) is True  # once is enough
+    path = tmp_path / "registry.db"
+    sqlite_store.apply([entity])
+    inode = path.stat().st_ino
+    truncated: list[str] = []
+    real_open = open
+
+    def watch(file, mode="r", *args, **kwargs):  # noqa: ANN001 - builtins.open's signature
+        if Path(str(file)) == path and "w" in mode:
+            truncated.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", watch)
+    sqlite_store.apply([view])
+    assert truncated == [] and path.stat().st_ino != inode
+    assert [
+        v.name for v in FeatureStore(repo_path=str(tmp_path), config=sqlite_store.config).list_feature_views()
+    ] == ["facts"]
+    assert not list(tmp_path.glob(".registry.db.*"))
+
+
+def test_atomic_registry_writes_leave_sql_registries_alone(tmp_path):
+    config = RepoConfig(
+        project="internals",
+        provider="local",
+        registry={"registry_type": "sql", "path": f"sqlite:///{tmp_path / 'registry.sqlite'}"},
+        online_store={"type": "sqlite", "path": str(tmp_path / "online.db")},
+        offline_store={"type": "duckdb"},
+        entity_key_serialization_version=3,
+        repo_path=tmp_path,
+    )
+    assert fi.atomic_registry_writes(FeatureStore(repo_path=str(tmp_path), config=config)) is False
+
+
+def test_synthetic_views_are_the_precomputed_ones():
+    view = fi.synthetic_view("__precomputed__svc", fi.VECTOR_FEATURE)
+    assert view.name == fi.precomputed_view("svc").name
+    assert [(f.name, str(f.dtype)) for f in view.features] == [
+        (f.name, str(f.dtype)) for f in fi.precomputed_view("svc").features
+    ]

@@ -1,0 +1,70 @@
+"""`portrait score` on the cluster profile: every customer's tags from Spark partitions, equal to the
+single-machine scoring (the service's Tagger over the online store) of the same customers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.tables import snapshot_path
+from portrait.cli import app
+from tests.cluster.compare import assert_same_values
+from tests.cluster.conftest import SNAPSHOT, SPARK_CONF, Deployment
+
+pytestmark = [pytest.mark.production, pytest.mark.slow]
+
+
+def _cluster_env(monkeypatch: pytest.MonkeyPatch, deployment: Deployment) -> None:
+    settings = deployment.cluster
+    for name in (
+        "PORTRAIT_MLFLOW_TRACKING_URI",
+        "PORTRAIT_MLFLOW_ARTIFACT_ROOT",
+        "PORTRAIT_SPARK_CONNECT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PORTRAIT_HOME", str(settings.home))
+    monkeypatch.setenv("PORTRAIT_PROFILE", "cluster")
+    monkeypatch.setenv("PORTRAIT_POSTGRES_URL", settings.postgres_url)
+    monkeypatch.setenv("PORTRAIT_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("PORTRAIT_REDIS_KEY_PREFIX", settings.redis_key_prefix)
+    monkeypatch.setenv("PORTRAIT_SPARK_MASTER", "local[2]")
+    monkeypatch.setenv("PORTRAIT_SPARK_CONF", json.dumps(SPARK_CONF))
+    monkeypatch.setenv("PORTRAIT_SCORE_PARTITIONS", "3")
+
+
+def _score(*args: str) -> None:
+    result = CliRunner().invoke(app, ["score", *args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+
+def test_score_on_spark_equals_single_machine_scoring(
+    spark: object,
+    champions: Deployment,
+    materialized: Deployment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _cluster_env(monkeypatch, materialized)
+    _score("--out", str(tmp_path / "spark.parquet"), "--csv")  # the cluster profile scores on Spark
+    _score("--out", str(tmp_path / "local.parquet"), "--no-spark")
+
+    folder = tmp_path / "spark.parquet"
+    assert folder.is_dir() and len(list(folder.glob("part-*.parquet"))) >= 2  # written by several partitions
+    on_spark = pd.read_parquet(folder)
+    single = pd.read_parquet(tmp_path / "local.parquet")
+    profile = snapshot_path(materialized.cluster.features_dir, "customer_profile", SNAPSHOT)
+    everyone = set(pd.read_parquet(profile, columns=["customer_id"]).customer_id)
+    assert set(on_spark.customer_id) == everyone == set(single.customer_id)
+    assert {"churn_probability", "conversion_tier", "value_predicted", "lifecycle_stage"} <= set(
+        on_spark.columns
+    )
+    assert on_spark.churn_reasons.str.len().gt(0).mean() > 0.9
+    assert_same_values(on_spark, single, ["customer_id"], "tags")
+
+    csv = pd.read_csv(next((tmp_path / "spark.csv").glob("part-*.csv")))
+    assert list(csv.columns) == list(on_spark.columns)
+    assert not list(tmp_path.glob(".*"))  # no staging folder left behind

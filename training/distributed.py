@@ -1,0 +1,168 @@
+"""Training beyond one machine: the final refit of a tag model with LightGBM's distributed training on Dask.
+
+How a tag model trains at scale (see :mod:`training.fit`):
+
+1. **Search** stays on one machine: every Optuna trial fits on a random sample of at most
+   ``fit.SEARCH_ROWS`` (200,000) training rows and early-stops on the validation customers. Ranking
+   hyper-parameters needs a representative sample, not every row, and many small trials parallelise better
+   than a few distributed ones.
+2. **Refit** on every labelled row before the test snapshot is the one step whose cost grows with the data.
+   :func:`refit_model` runs it with ``lightgbm.DaskLGBMClassifier`` / ``DaskLGBMRegressor``: each Dask worker
+   holds a share of the rows and LightGBM's data-parallel tree learner builds every tree from the workers'
+   histograms, so no machine holds the whole frame. It keeps what the single-machine refit does: the best
+   parameters, the number of rounds it would run, the calibration fitted on the held-out customers, the
+   value factor of a log-link model and tiers at the quantiles of the latest training snapshot's scores.
+   The result is the same :class:`portrait.model.TagModel`, served as any other.
+
+The rows reach the workers as a Dask DataFrame (``dask.dataframe.read_parquet`` of a training frame a Spark
+job wrote -- ``RetrievalJob.to_spark_df()`` of the Spark offline store -- or ``from_pandas`` for a frame in
+memory); each partition is turned into the model's matrix on its worker (:meth:`TagModel.matrix`, the
+conversion training and serving use). :func:`dask_client` connects to ``settings.dask_scheduler`` or starts a
+local cluster of ``settings.dask_workers`` single-threaded worker processes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from portrait.model import TagModel
+from portrait.settings import Settings
+from training.dataset import TrainingSet
+from training.fit import FitOutcome, scale_log_link, tier_thresholds
+from training.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    import lightgbm as lgb
+    from distributed import Client
+
+logger = logging.getLogger(__name__)
+
+LABEL = "label"
+
+
+@contextmanager
+def dask_client(settings: Settings) -> Iterator[Client]:
+    """A Dask client: on ``settings.dask_scheduler``, else on a local cluster of ``settings.dask_workers``
+    worker processes (one thread each, no dashboard) that is closed afterwards."""
+    from distributed import Client, LocalCluster
+
+    if settings.dask_scheduler:
+        with Client(settings.dask_scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=settings.dask_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _matrix_frame(part: pd.DataFrame, model: TagModel) -> pd.DataFrame:
+    """One partition as the model's feature matrix (categorical codes included) plus its label."""
+    x = pd.DataFrame(model.matrix(part), columns=model.features, index=part.index)
+    x[LABEL] = part[LABEL].to_numpy(dtype="float64")
+    return x
+
+
+def _estimator_params(params: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """LightGBM's training parameters (``fit``'s ``lgb.train`` dictionary) for a Dask estimator: the same
+    parameters, ``rounds`` trees, one thread per worker and the data-parallel tree learner."""
+    out = {k: v for k, v in params.items() if k not in ("num_threads", "metric")}
+    return out | {"n_estimators": rounds, "n_jobs": 1, "tree_learner": "data"}
+
+
+def train_distributed(
+    client: Client,
+    frame: dd.DataFrame,
+    model: TagModel,
+    params: dict[str, Any],
+    rounds: int,
+) -> lgb.Booster:
+    """A booster of ``rounds`` trees fitted on every row of ``frame`` (the model's features and ``label``)
+    by LightGBM's distributed training on the client's workers."""
+    from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
+
+    meta = pd.DataFrame(
+        {**{f: pd.Series(dtype="float64") for f in model.features}, LABEL: pd.Series(dtype="float64")}
+    )
+    matrix = frame.map_partitions(_matrix_frame, model, meta=meta)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    if matrix.npartitions < workers:
+        matrix = matrix.repartition(npartitions=workers)
+    matrix = client.persist(matrix)
+    x = matrix[model.features].to_dask_array(lengths=True)
+    y = matrix[LABEL].to_dask_array(lengths=True)
+    estimator_type = DaskLGBMClassifier if model.kind == "classifier" else DaskLGBMRegressor
+    estimator = estimator_type(client=client, **_estimator_params(params, rounds))
+    categorical = [i for i, f in enumerate(model.features) if f in model.categories]
+    estimator.fit(x, y, feature_name=list(model.features), categorical_feature=categorical)
+    return estimator.booster_
+
+
+def training_frame(ts: TrainingSet, npartitions: int) -> dd.DataFrame:
+    """The refit's rows (training and validation customers, as :func:`training.fit.fit` refits on) as a
+    Dask DataFrame of ``npartitions`` partitions."""
+    import dask.dataframe as dd
+
+    rows = pd.concat([ts.train, ts.validation], ignore_index=True)
+    return dd.from_pandas(rows[[*ts.features, LABEL]], npartitions=npartitions)
+
+
+def refit_model(
+    client: Client,
+    outcome: FitOutcome,
+    ts: TrainingSet,
+    spec: ModelSpec,
+    frame: dd.DataFrame | None = None,
+) -> TagModel:
+    """The single-machine fit's final model refitted on the Dask workers (see the module docstring).
+
+    ``outcome`` is :func:`training.fit.fit`'s result (parameters, rounds, calibration, value factor);
+    ``frame`` the rows to refit on (default: :func:`training_frame` of ``ts``), ``ts`` gives the latest
+    training snapshot the tiers are set on.
+    """
+    started = time.perf_counter()
+    fitted = outcome.model.metadata.get("fit", {})
+    rounds = int(fitted.get("rounds") or outcome.best_iteration)
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    rows = frame if frame is not None else training_frame(ts, workers)
+    # A copy of the single-machine model without its caches (its pickled state): features, codes, calibrator.
+    model = copy.copy(outcome.model)
+    model.metadata = copy.deepcopy(outcome.model.metadata)
+    booster = train_distributed(client, rows, model, outcome.params, rounds)
+    if model.kind == "regressor":
+        booster = scale_log_link(booster, float(fitted.get("total_factor", 1.0)))
+    model.booster_text = booster.model_to_string()
+    model.__post_init__()  # the new booster is built from its text on first use
+    latest = pd.concat([ts.train, ts.validation])
+    latest = latest[latest.event_timestamp == latest.event_timestamp.max()]
+    model.tiers = tier_thresholds(model.score(latest), spec.tiers)
+    model.metadata["feature_importance_gain"] = dict(
+        zip(model.features, np.round(booster.feature_importance("gain"), 3).tolist(), strict=True)
+    )
+    model.metadata["fit"] = {**fitted, "distributed": {"workers": workers, "rounds": rounds}}
+    logger.info(
+        "%s refitted on %d Dask workers (%d rounds) in %.1f s",
+        model.name,
+        workers,
+        rounds,
+        time.perf_counter() - started,
+    )
+    return model
+
+
+__all__ = ["dask_client", "refit_model", "train_distributed", "training_frame"]
