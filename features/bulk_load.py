@@ -118,6 +118,7 @@ class Blobs:
     offsets: np.ndarray  # int64, n + 1
     data: np.ndarray  # uint8
     width: int | None = None  # set when every row has this length (concat then scatters in 2-D)
+    row: bytes | None = None  # set when every row is these bytes (concat merges neighbouring constants)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -130,12 +131,13 @@ class Blobs:
     def of_lengths(cls, lengths: np.ndarray, data: np.ndarray) -> Blobs:
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        return cls(offsets, data)
+        uniform = len(lengths) > 0 and bool((lengths == lengths[0]).all())
+        return cls(offsets, data, int(lengths[0]) if uniform else None)
 
     @classmethod
     def const(cls, value: bytes, n: int) -> Blobs:
         row = np.frombuffer(value, dtype=np.uint8)
-        return cls(np.arange(n + 1, dtype=np.int64) * len(row), np.tile(row, n), len(row))
+        return cls(np.arange(n + 1, dtype=np.int64) * len(row), np.tile(row, n), len(row), value)
 
     @classmethod
     def fixed(cls, matrix: np.ndarray) -> Blobs:
@@ -146,8 +148,11 @@ class Blobs:
     @classmethod
     def ragged(cls, matrix: np.ndarray, lengths: np.ndarray) -> Blobs:
         """Row ``i``: the first ``lengths[i]`` bytes of ``matrix[i]``."""
+        lengths = lengths.astype(np.int64)
+        if len(lengths) and (lengths == lengths[0]).all():  # every row as long: no mask needed
+            return cls.fixed(np.ascontiguousarray(matrix[:, : lengths[0]]))
         keep = np.arange(matrix.shape[1]) < lengths[:, None]
-        return cls.of_lengths(lengths.astype(np.int64), matrix[keep])
+        return cls.of_lengths(lengths, matrix[keep])
 
     @classmethod
     def from_list(cls, values: Sequence[bytes]) -> Blobs:
@@ -200,8 +205,17 @@ class Blobs:
 
 def concat(*parts: Blobs) -> Blobs:
     """Row-wise concatenation: row ``i`` is ``parts[0][i] + parts[1][i] + ...``."""
+    merged: list[Blobs] = []
+    for part in parts:  # neighbouring constants become one (fewer, larger scatters)
+        if merged and part.row is not None and merged[-1].row is not None:
+            merged[-1] = Blobs.const(merged[-1].row + part.row, len(part))
+        else:
+            merged.append(part)
+    parts = tuple(merged)
     lengths = [part.lengths for part in parts]
     out = Blobs.of_lengths(np.sum(lengths, axis=0), np.empty(0, np.uint8))
+    if all(part.row is not None for part in parts):
+        return Blobs.const(b"".join(part.row for part in parts if part.row is not None), len(parts[0]))
     data = np.empty(out.offsets[-1], dtype=np.uint8)
     start = out.offsets[:-1].copy()
     for part, length in zip(parts, lengths, strict=True):
@@ -213,7 +227,7 @@ def concat(*parts: Blobs) -> Blobs:
             destination += np.repeat(start - part.offsets[:-1], length)
             data[destination] = part.data
         start += length
-    return Blobs(out.offsets, data)
+    return Blobs(out.offsets, data, out.width)
 
 
 def varint(values: np.ndarray) -> Blobs:
@@ -242,6 +256,8 @@ def varint_bytes(value: int) -> bytes:
 def decimal(values: np.ndarray) -> Blobs:
     """ASCII decimal digits of non-negative integers (RESP lengths and counts)."""
     v = np.asarray(values, dtype=np.int64)
+    if len(v) and (v == v[0]).all():
+        return Blobs.const(str(int(v[0])).encode(), len(v))
     width = max(1, len(str(int(v.max())))) if len(v) else 1
     matrix = np.empty((len(v), width), dtype=np.uint8)
     rest = v.copy()

@@ -160,8 +160,18 @@ def build_table(clean_dir: Path, features_dir: Path, snapshot: datetime) -> Path
         "datetime64[us, UTC]"
     )
     target = snapshot_path(features_dir, VIEW, snapshot)
+    schema = pa.schema(
+        [
+            ("customer_id", pa.string()),
+            *((name, pa.int64()) for name in COUNT_FEATURES),
+            *((name, pa.float64()) for name in (*TIME_FEATURES, "session_minutes")),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created_timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)  # typed even when empty: DuckDB reads every snapshot with one schema
     return target
 
 

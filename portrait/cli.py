@@ -508,6 +508,12 @@ def train(
     if trials < 1:
         raise _fail(f"--trials must be at least 1 (got {trials})")
     settings = _settings()
+    from training.tracking import configure
+
+    try:
+        configure(settings)  # a dead tracking store is reported before any work
+    except TrackingUnavailable as exc:
+        raise _fail(str(exc), EXIT_UNAVAILABLE) from None
     checks = {c.name: c for c in _checks(settings, names, windows)}
     table = Table(title="training")
     for col in ("model", "version", "test metric", "promotion", "seconds"):

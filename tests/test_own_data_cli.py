@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pyarrow.parquet as pq
 import pytest
 
@@ -123,3 +126,48 @@ def test_example_end_to_end(tmp_path: Path) -> None:
     materialized = portrait(home, "features", "materialize", **env)
     ok(materialized)
     assert "800 serving vectors pre-computed" in " ".join(materialized.stderr.split())  # however wrapped
+    # ... -> serve: every model is ready, and the tags carry each model's horizon.
+    port = _free_port()
+    command = [str(Path(sys.executable).with_name("portrait")), "serve", "--port", str(port)]
+    server = subprocess.Popen(
+        command,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")},
+            **env,
+            "PORTRAIT_HOME": str(home),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "the service did not become ready"
+            time.sleep(0.5)
+        health = httpx.get(f"{base}/v1/health", timeout=30).json()
+        assert health["ready"] and set(health["models"]) == set(catalogue.names())
+        customer = (
+            pq.read_table(home / "data" / "clean" / "customers.parquet").column("customer_id")[0].as_py()
+        )
+        tags = httpx.post(f"{base}/v1/tags", json={"customer_ids": [customer]}, timeout=30).json()[0]
+        assert tags["found"] and tags["value"]["horizon_days"] == int(
+            HORIZONS["PORTRAIT_MODELS__CLV__HORIZON_DAYS"]
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

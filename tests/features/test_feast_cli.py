@@ -18,7 +18,7 @@ from features.pipeline import compute_features
 from portrait.settings import Settings
 from tests.conftest import TINY_SNAPSHOT
 
-VIEWS = {"customer_profile", "customer_transactions", "customer_behaviour"}
+VIEWS = {"customer_profile", "customer_transactions", "customer_behaviour", "customer_realtime"}
 SERVICES = {*MODEL_SERVICES.values(), SERVING_SERVICE}
 
 

@@ -42,6 +42,7 @@ def test_registry_has_one_service_per_model(built):
         "customer_profile",
         "customer_transactions",
         "customer_behaviour",
+        "customer_realtime",  # pushed per event (features.realtime), loaded from its batch table
     }
     lookalike = fs.feature_names(store, "lookalike")
     assert "tenure_days" in lookalike and "region" not in lookalike
