@@ -519,10 +519,12 @@ def read_target(specs: Sequence[ViewSpec], start: datetime, end: datetime) -> Ta
             f"FROM ({union})"
         )
         ids = con.sql("SELECT __id FROM ids ORDER BY __pos").to_arrow_table().column(0)
-        views = {
+        views = {  # one chunk each: batches are sliced from them, never re-assembled
             spec.name: con.sql(
                 f"SELECT v.* EXCLUDE (__id) FROM ids LEFT JOIN v{i} v USING (__id) ORDER BY ids.__pos"
-            ).to_arrow_table()
+            )
+            .to_arrow_table()
+            .combine_chunks()
             for i, spec in enumerate(specs)
         }
     return Target(ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids, views)
@@ -567,13 +569,21 @@ def encode_chunk(
     target: Target, specs: Sequence[ViewSpec], positions: np.ndarray, key_prefix: bytes
 ) -> Chunk:
     n = len(positions)
-    rows = pa.array(positions, type=pa.int64())
-    ids = Blobs.from_arrow(target.ids.take(rows))
+    contiguous = n > 0 and int(positions[-1]) - int(positions[0]) + 1 == n
+
+    def pick(data: Any) -> Any:  # a zero-copy slice for a run of customers, else a take
+        return (
+            data.slice(int(positions[0]), n)
+            if contiguous
+            else data.take(pa.array(positions, type=pa.int64()))
+        )
+
+    ids = Blobs.from_arrow(pick(target.ids))
     size = np.ascontiguousarray(ids.lengths.astype("<u4")).view(np.uint8).reshape(n, 4)
     keys = concat(Blobs.const(key_prefix, n), Blobs.fixed(size), ids)
     views = {}
     for spec in specs:
-        table = target.views[spec.name].take(rows)
+        table = pick(target.views[spec.name])
         present = table.column("__ts").is_valid().to_numpy(zero_copy_only=False)
         where_present = np.flatnonzero(present)
         part = table.filter(pa.array(present)) if len(where_present) < n else table

@@ -392,7 +392,8 @@ def features_materialize(
         )
     console.print(
         f"materialized ({result['mode']}) {result['views']} up to {result['end']:%Y-%m-%d %H:%M}; "
-        f"{result['vectors']:,} serving vectors pre-computed"
+        f"{result['vectors']:,} serving vectors pre-computed",
+        soft_wrap=True,  # one line, whatever the width
     )
 
 

@@ -348,14 +348,16 @@ class Tagger:
         features fresher where an event, add-to-cart or purchase arrived since (``features.realtime``)."""
         n = len(known["customer_id"])
         if self._realtime_view is None or self.store is None or not n:
-            known["_realtime"] = [None] * n
+            known["_realtime"] = np.full(n, None, dtype=object)
             return
         try:
             rows = realtime.read_online(self.store, self._realtime_view, known["customer_id"].tolist())
         except Exception as exc:  # noqa: BLE001 - the store's own errors vary by backend
             self.store_error = f"online store unavailable: {type(exc).__name__}: {exc}"
             raise Unavailable(self.store_error) from exc
-        known["_realtime"] = rows
+        column = np.empty(n, dtype=object)
+        column[:] = rows
+        known["_realtime"] = column  # a column like the others (read_known's callers slice and compare them)
         now = datetime.now(UTC)
         stamps = known["_features_ts"]
         copied: set[str] = set()
