@@ -374,11 +374,14 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    from bench_production import beside
+
     return {
         "cpus": cpus,
         "model": model,
         "ram_gib": psutil.virtual_memory().total / 2**30,
         "load": os.getloadavg(),
+        "beside": beside(),
     }
 
 
@@ -407,7 +410,8 @@ def report(
         "",
         f"`{command}`, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: {host['cpus']} CPUs "
         f"({host['model']}), {host['ram_gib']:.1f} GiB RAM, shared with other work: load average at start "
-        f"**{load1:.2f} / {load5:.2f} / {load15:.2f}** (1 / 5 / 15 min; 2.0 means both cores busy). "
+        f"**{load1:.2f} / {load5:.2f} / {load15:.2f}** (1 / 5 / 15 min; 2.0 means both cores busy); running "
+        f"beside it when it started: {'; '.join(host.get('beside') or []) or 'nothing else above 10% CPU'}. "
         f"DuckDB {duckdb.__version__}, Ibis {ibis.__version__}.",
         "",
         f"Data: {rows['customers']:,} customers, {rows['transactions']:,} transactions, "

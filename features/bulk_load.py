@@ -68,6 +68,7 @@ loader at a time per store.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -1010,9 +1011,6 @@ def _settle(job: _Load, marker: dict[str, Any]) -> None:
 
 # ---- SQLite --------------------------------------------------------------------------------------------------
 
-ROWS_PER_STATEMENT = 256
-"""SQLite: rows per INSERT statement (one ``executemany`` step binds this many rows)."""
-
 
 def _connect(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -1053,60 +1051,90 @@ def _upsert_sql(table: str) -> str:
     return _insert_sql(table) + f" ON CONFLICT(entity_key, feature_name) DO UPDATE SET {update}"
 
 
-def _insert(con: sqlite3.Connection, table: str, flat: list[Any]) -> None:
-    """Insert rows given as one flat list of parameters, :data:`ROWS_PER_STATEMENT` rows per statement."""
-    width = len(fi.SQLITE_COLUMNS)
-    step = width * ROWS_PER_STATEMENT
+@dataclass
+class _Rows:
+    """A table's rows for a batch of customers, grouped by customer: per customer its entity key, event and
+    created time, then (value, value_text) for each feature in ``names`` order (Feast's key order)."""
+
+    names: tuple[str, ...]
+    params: list[Any]
+
+    @property
+    def width(self) -> int:
+        return 3 + 2 * len(self.names)
+
+
+CUSTOMERS_PER_STATEMENT = 32
+"""SQLite: customers per INSERT statement. A customer's entity key and timestamps are bound once and reused by
+its rows (numbered parameters), its feature names are literals of the statement: two bindings per row."""
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_sql(table: str, names: tuple[str, ...], customers: int) -> str:
+    width = 3 + 2 * len(names)
+    literals = ["'" + name.replace("'", "''") + "'" for name in names]
+    values = []
+    for c in range(customers):
+        base = c * width
+        for j, literal in enumerate(literals):
+            value = base + 4 + 2 * j
+            values.append(f"(?{base + 1}, {literal}, ?{value}, ?{value + 1}, ?{base + 2}, ?{base + 3})")
+    return f"INSERT INTO {_quote(table)} ({', '.join(fi.SQLITE_COLUMNS)}) VALUES " + ", ".join(values)
+
+
+def _insert(con: sqlite3.Connection, table: str, rows: _Rows) -> None:
+    """Insert a batch's rows, :data:`CUSTOMERS_PER_STATEMENT` customers per statement."""
+    width, flat = rows.width, rows.params
+    step = width * CUSTOMERS_PER_STATEMENT
     whole = len(flat) - len(flat) % step
     if whole:
-        con.executemany(
-            _insert_sql(table, ROWS_PER_STATEMENT), (flat[i : i + step] for i in range(0, whole, step))
-        )
+        sql = _rows_sql(table, rows.names, CUSTOMERS_PER_STATEMENT)
+        con.executemany(sql, (flat[i : i + step] for i in range(0, whole, step)))
     if whole < len(flat):
-        con.executemany(_insert_sql(table), (flat[i : i + width] for i in range(whole, len(flat), width)))
+        sql = _rows_sql(table, rows.names, 1)
+        con.executemany(sql, (flat[i : i + width] for i in range(whole, len(flat), width)))
 
 
 @dataclass
 class _SqliteBatch:
-    params: dict[str, list[Any]]  # per view (and vector view): the rows' parameters, flat, in key order
+    params: dict[str, _Rows]  # per view (and the vector view): the batch's rows, in key order
     digests: list[bytes]
     vectors: int
 
 
 def _sqlite_batch(job: _Load, chunk: Chunk, *, digests: bool) -> _SqliteBatch:
     """A batch's rows for every table, as SQLite's ``online_write_batch`` would write them, in key order
-    (customer, then feature name), as flat parameter lists."""
+    (customer, then feature name)."""
     keys = np.array(chunk.keys.tolist(), dtype=object)
-    width = len(fi.SQLITE_COLUMNS)
-    out: dict[str, list[Any]] = {}
+    out: dict[str, _Rows] = {}
     for spec in job.specs:
         view = chunk.views[spec.name]
-        m, names = len(view.rows), [name for name, _ in spec.features]
+        names = [name for name, _ in spec.features]
         order = sorted(range(len(names)), key=names.__getitem__)
-        count = len(names)
-        flat: list[Any] = [None] * (width * m * count)
-        flat[0::width] = np.repeat(keys[view.rows], count).tolist()
-        flat[1::width] = [names[k] for k in order] * m
-        for slot, k in enumerate(order):
-            flat[2 + width * slot :: width * count] = view.columns[k].values.tolist()
-            flat[3 + width * slot :: width * count] = view.columns[k].text()
+        rows = _Rows(tuple(names[k] for k in order), [])
+        width, m = rows.width, len(view.rows)
+        flat: list[Any] = [None] * (width * m)
+        flat[0::width] = keys[view.rows].tolist()
         event, inverse = _per_unique(view.ts_us, sqlite_epoch)
-        flat[4::width] = np.repeat(np.array(event, dtype=object)[inverse], count).tolist()
+        flat[1::width] = np.array(event, dtype=object)[inverse].tolist()
         created, inverse = _per_unique(
             view.created_us, lambda us: None if us == _NO_TIME else sqlite_epoch(us)
         )
-        flat[5::width] = np.repeat(np.array(created, dtype=object)[inverse], count).tolist()
-        out[spec.name] = flat
+        flat[2::width] = np.array(created, dtype=object)[inverse].tolist()
+        for slot, k in enumerate(order):
+            flat[3 + 2 * slot :: width] = view.columns[k].values.tolist()
+            flat[4 + 2 * slot :: width] = view.columns[k].text()
+        rows.params = flat
+        out[spec.name] = rows
     vectors = 0
     if job.plan is not None:
-        rows, blobs = job.plan.build(chunk, "sqlite", job.precomputed_at)
-        vectors = len(rows)
-        flat = [None] * (width * vectors)
-        flat[0::width] = keys[rows].tolist()
-        flat[1::width] = [fi.VECTOR_FEATURE] * vectors
-        flat[2::width] = concat(*vector_value(blobs)).tolist()
-        flat[4::width] = [int(job.written_at.timestamp())] * vectors
-        out[fs.vector_slot_view(job.plan.service, "a").name] = flat
+        where_, blobs = job.plan.build(chunk, "sqlite", job.precomputed_at)
+        vectors = len(where_)
+        rows = _Rows((fi.VECTOR_FEATURE,), [None] * (5 * vectors))
+        rows.params[0::5] = keys[where_].tolist()
+        rows.params[1::5] = [int(job.written_at.timestamp())] * vectors
+        rows.params[3::5] = concat(*vector_value(blobs)).tolist()
+        out[fs.vector_slot_view(job.plan.service, "a").name] = rows
     return _SqliteBatch(out, chunk_digests(chunk, job.specs) if digests else [], vectors)
 
 
@@ -1233,7 +1261,8 @@ def _sqlite_update(
         keys = [(key,) for key in chunk.keys.tolist()]
         for name, table in tables.items():
             con.executemany(f"DELETE FROM {_quote(table.live)} WHERE entity_key = ?", keys)
-            _insert(con, table.live, batch.params.get(name, []))
+            if name in batch.params:
+                _insert(con, table.live, batch.params[name])
         job.timed("write", step)
         vectors += batch.vectors
         job.tick(int(np.searchsorted(changed, chunk.positions[-1])) + 1, len(changed))

@@ -24,7 +24,9 @@ quotes: a password with a ``'`` or a line break cannot go through the CLI.
 
 Training reads point-in-time frames with :func:`historical_features` and serving reads with
 :func:`online_features`; both take a model's FeatureService, so their feature lists cannot drift.
-Everything that relies on Feast internals goes through :mod:`features.feast_internals`.
+:func:`materialize` loads the online store with :mod:`features.bulk_load` (Feast's own layout, written
+column-wise, switched in without serving noticing, with a marker that readiness checks:
+:func:`load_marker`). Everything that relies on Feast internals goes through :mod:`features.feast_internals`.
 """
 
 from __future__ import annotations
@@ -410,12 +412,14 @@ def materialize(
 # costs one value per customer instead of one per feature (that many times fewer rows, timestamps and
 # protobuf parses).
 # Feast's own ``FeatureStore.precompute_feature_service`` only scans Redis and writes one entity per call,
-# so the vectors are written here, in batches, after every materialization, through the same view and
-# message. Their values are packed (:class:`VectorLayout`): every numeric feature in one float64 block,
-# the rest as one Feast ``Value`` each, and the feature names once, in a sentinel entity that also records
-# which materialization the vectors were built from. A reader that finds another materialization (a
-# ``feast materialize`` run outside Portrait, an interrupted precompute) or another layout does not trust
-# them.
+# so the vectors are written by Portrait, through the same view and message: by the bulk loader in the same
+# pass as the feature rows (:mod:`features.bulk_load`), or by :func:`precompute_vectors` from the store after
+# writes the loader did not make. Their values are packed (:class:`VectorLayout`): every numeric feature in
+# one float64 block, the rest as one Feast ``Value`` each, and the feature names once, in a sentinel entity
+# that also records which materialization the vectors were built from. A reader that finds another
+# materialization (a ``feast materialize`` run outside Portrait, an interrupted precompute) or another layout
+# does not trust them. On Redis the vectors live in one of two slots (:data:`VECTOR_SLOTS`), so that a load
+# switches serving from one complete set to the next in one step; :func:`read_vectors` follows the switch.
 
 VECTOR_FEATURE = fi.VECTOR_FEATURE
 VECTOR_BATCH = 2_000
