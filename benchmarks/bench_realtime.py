@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -40,6 +41,7 @@ from benchmarks.results import publish  # noqa: E402
 from portrait.settings import Settings  # noqa: E402
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
+logger = logging.getLogger("bench_realtime")
 
 
 def _port() -> int:
@@ -70,10 +72,12 @@ def landed(home: Path) -> int:
         return int(con.execute("SELECT count(*) FROM portrait_landing").fetchone()[0])
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start a process in its own session, its output in ``log`` (kept for a failed run's diagnosis)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -121,7 +125,11 @@ async def drive(
             target = began + k * tick
             await asyncio.sleep(max(0.0, target - time.perf_counter()))
             now = datetime.now(UTC)
-            batch = [event(ids[int(i)], now) for i in rng.integers(0, len(ids), per_tick)]
+            # Distinct times: two events equal in every contract column are one duplicate to the validator.
+            batch = [
+                event(ids[int(i)], now + timedelta(microseconds=j))
+                for j, i in enumerate(rng.integers(0, len(ids), per_tick))
+            ]
             t_send = time.perf_counter()
             await send(client, batch)
             sent += len(batch)
@@ -162,6 +170,9 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
 
+    from benchmarks.bench_production import beside
+
+    load_start, beside_start = os.getloadavg(), beside()
     home = args.home or Path(tempfile.mkdtemp(prefix="bench_realtime_"))
     started = time.perf_counter()
     build(home, args.customers)
@@ -184,10 +195,15 @@ def main() -> None:
         "PORTRAIT_STREAM_CONSUMER": "bench",
     }
     env.pop("PORTRAIT_API_KEYS", None)
+    logs = home / "bench_logs"
+    logs.mkdir(exist_ok=True)
     server = start(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)], env
+        [sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)],
+        env,
+        logs / "server.log",
     )
-    consumer = start([sys.executable, "-m", "portrait.cli", "stream"], env)
+    consumer = start([sys.executable, "-m", "portrait.cli", "stream"], env, logs / "consumer.log")
+    logger.info("server and consumer logs in %s", logs)
     base = f"http://127.0.0.1:{port}"
     rows = []
     try:
@@ -203,9 +219,15 @@ def main() -> None:
             time.sleep(0.5)
         before = landed(home) if (home / "data" / "landing" / "landing.db").exists() else 0
 
+        answered = {"accepted": 0, "duplicates": 0, "rejected": 0}
+
         async def over_http(client: httpx.AsyncClient, batch: list[dict[str, object]]) -> None:
             response = await client.post(f"{base}/v1/events", json={"events": batch})
             response.raise_for_status()
+            body = response.json()
+            answered["accepted"] += body["accepted"]
+            answered["duplicates"] += body["duplicates"]
+            answered["rejected"] += len(body["rejected"])
 
         sent_http, res_http = asyncio.run(
             drive(base, over_http, ids, args.rate, args.seconds, args.tick, args.probe_every)
@@ -252,6 +274,8 @@ def main() -> None:
         stop(server)
     load = os.getloadavg()
     lines = [
+        f"Load average at the start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}; running "
+        f"beside it: {'; '.join(beside_start) or 'nothing else above 10% CPU'}.",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, load average "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end; {len(ids):,} customers (synthetic, "
         f"workspace built in {build_s:.0f} s); server and consumer on this machine beside the load generator.",
@@ -266,6 +290,8 @@ def main() -> None:
             for r in rows
         ),
         "",
+        f"HTTP answers: {answered['accepted']:,} accepted, {answered['duplicates']:,} duplicates, "
+        f"{answered['rejected']:,} rejected of {sent_http:,} sent.",
         f"Events landed: {after - before:,} of {sent_http + sent_stream:,} sent (lost or double-counted: "
         f"{(sent_http + sent_stream) - (after - before):,}).",
         f"Sustained, one client sending 1,000-event batches as fast as answered: {burst_sent / burst_s:,.0f} "

@@ -722,7 +722,7 @@ def report(args: argparse.Namespace, parts: dict[str, Any]) -> str:
         (echo_b, "trivial `POST /v1/echo_batch` (1 string, batchable)"),
     ]
     if "tags_before" in seq:
-        rows.append((seq["tags_before"], f"Portrait **before**, from {args.compare_root}"))
+        rows.append((seq["tags_before"], f"Portrait **before**: {before_label(args)}"))
     if "tags_variant" in seq:
         rows.append((seq["tags_variant"], f"Portrait variant, max_latency_ms={args.variant_latency_ms}"))
     for lat, label in rows:
@@ -864,11 +864,14 @@ def run_http(
     )
     servers = [portrait, trivial]
     before: Server | None = None
+    if args.before_env and not args.compare_root:
+        args.compare_root = ROOT
     if args.compare_root:
         root = args.compare_root.resolve()
         before_env = {
             **env,
             "PYTHONPATH": os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p),
+            **dict(item.split("=", 1) for item in args.before_env),
         }
         before = Server(
             "portrait before",
@@ -1047,6 +1050,14 @@ def run_export(
     parts["export_notes"] = notes
 
 
+def before_label(args: argparse.Namespace) -> str:
+    """What the 'before' server is: the label given, else its checkout and environment."""
+    if args.before_label:
+        return args.before_label
+    env = f" with {', '.join(args.before_env)}" if args.before_env else ""
+    return f"from {args.compare_root}{env}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -1089,6 +1100,15 @@ def main() -> None:
         type=Path,
         help="Also serve serving.service:Portrait from this checkout (e.g. a git worktree of HEAD), interleaved.",
     )
+    parser.add_argument(
+        "--before-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="Environment of the 'before' server (with no --compare-root: this checkout), e.g. "
+        "PORTRAIT_REALTIME_TAGS=false to compare /v1/tags without the real-time read.",
+    )
+    parser.add_argument("--before-label", default="", help="What the 'before' server is, for the tables.")
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--skip-breakdown", action="store_true", help="Only load the Tagger (model sizes).")
     parser.add_argument("--build-only", action="store_true", help="Build (or check) the workspace and stop.")

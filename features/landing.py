@@ -63,12 +63,16 @@ def line_id(row: dict[str, Any], line: int = 0) -> str:
     return f"{row['order_id']}#{line}"
 
 
+APPEND_ROWS = 500
+"""Items per INSERT statement of :meth:`Landing.append` (6 parameters each; SQLite allows 32,766)."""
+
+
 class Landing:
     """The landing table of one workspace (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.production = settings.profile == "production"
+        self.production = settings.servers
         self._engine: Any = None
         if not self.production:
             self.path = settings.data_root / "landing" / "landing.db"
@@ -127,26 +131,38 @@ class Landing:
             return []
         now = datetime.now(UTC).timestamp()
         placeholder = "%s" if self.production else "?"
-        sql = (
-            "INSERT INTO portrait_landing (kind, item_id, customer_id, ts, row_json, received_at) "
-            f"VALUES ({', '.join([placeholder] * 6)}) ON CONFLICT (kind, item_id) DO NOTHING"
-        )
-        new: list[bool] = []
+        row = f"({', '.join([placeholder] * 6)})"
+        inserted: set[tuple[str, str]] = set()
         with _LOCK, self._connect() as con:
             cur = con.cursor()
-            for item in items:
-                cur.execute(
-                    sql,
-                    (
+            # Multi-row INSERTs that return what they inserted (SQLite >= 3.35, PostgreSQL): one statement per
+            # APPEND_ROWS items instead of one per item. A repeated id within ``items`` counts once.
+            for start in range(0, len(items), APPEND_ROWS):
+                chunk = items[start : start + APPEND_ROWS]
+                params = [
+                    value
+                    for item in chunk
+                    for value in (
                         item.kind,
                         item.item_id,
                         item.customer_id,
                         item.ts.timestamp(),
                         json.dumps(item.row, default=str),
                         now,
-                    ),
+                    )
+                ]
+                cur.execute(
+                    "INSERT INTO portrait_landing (kind, item_id, customer_id, ts, row_json, received_at) "
+                    f"VALUES {', '.join([row] * len(chunk))} ON CONFLICT (kind, item_id) DO NOTHING "
+                    "RETURNING kind, item_id",
+                    params,
                 )
-                new.append(cur.rowcount == 1)
+                inserted.update((str(k), str(i)) for k, i in cur.fetchall())
+        new: list[bool] = []
+        for item in items:
+            key = (item.kind, item.item_id)
+            new.append(key in inserted)
+            inserted.discard(key)  # a second copy of the same item in this batch is a duplicate
         return new
 
     # -- reads --------------------------------------------------------------------------------------
@@ -217,7 +233,7 @@ def landing_files(settings: Settings) -> dict[str, Path]:
 
 def has_landing(settings: Settings) -> bool:
     """Whether anything may have landed (local: the landing database exists; production: always ask)."""
-    return settings.profile == "production" or (settings.data_root / "landing" / "landing.db").exists()
+    return settings.servers or (settings.data_root / "landing" / "landing.db").exists()
 
 
 def export_raw(settings: Settings) -> dict[str, int]:

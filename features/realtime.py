@@ -328,7 +328,10 @@ def push(settings: Settings, store: Any, landing: Landing, customers: Sequence[s
     if frame.empty:
         return 0
     frame["created_timestamp"] = pd.Timestamp(now).floor("us")
-    store.push(PUSH_SOURCE, frame)
+    # What ``store.push(PUSH_SOURCE, frame)`` does for the one view the push source feeds, without its
+    # last step: Feast 0.67's push then lists (deserialises) every feature service to re-precompute the
+    # ones with ``precompute_online`` -- none in Portrait -- which cost 0.14 s of every 500-event batch.
+    store.write_to_online_store(VIEW, frame)
     return len(frame)
 
 

@@ -176,7 +176,7 @@ def feast_yaml(settings: Settings) -> FeastYaml:
     secrets: dict[str, str] = {}
     registry: dict[str, Any]
     online: dict[str, Any]
-    if settings.profile in ("production", "cluster"):
+    if settings.servers:
         # registry_type "sql" makes Feast build the SqlRegistryConfig SqlRegistry insists on.
         registry = {
             "registry_type": "sql",
@@ -305,11 +305,11 @@ def feature_store(settings: Settings) -> FeatureStore:
     """
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
     write_repo_or_warn(settings)
-    if settings.profile == "production":
+    if settings.servers:
         ensure_postgres_database(settings.postgres_url, timeout_s=settings.postgres_connect_timeout_s)
     store = FeatureStore(repo_path=str(settings.feast_dir), config=repo_config(settings))
     fi.atomic_registry_writes(store)  # a reader never sees a half-written registry file
-    if settings.profile == "production":
+    if settings.servers:
         bound_redis_client(store)
     return store
 

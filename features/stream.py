@@ -29,7 +29,7 @@ from portrait.settings import Settings
 logger = logging.getLogger(__name__)
 
 GROUP = "portrait"
-BATCH = 500
+BATCH = 1000
 
 
 def broker_url(settings: Settings) -> str:

@@ -335,8 +335,8 @@ def features_build(
         list[str] | None, typer.Option(help="Snapshot date(s); default: the end of the data.")
     ] = None,
 ) -> None:
-    """Compute point-in-time feature tables for the given snapshots."""
-    from features.pipeline import compute_features
+    """Compute point-in-time feature tables for the given snapshots (on Spark on the cluster profile)."""
+    from features.build import build_tables, engine
 
     settings = _settings()
     if not (settings.clean_dir / "transactions.parquet").exists():
@@ -345,8 +345,8 @@ def features_build(
             "(or `portrait data synth` / `portrait data load` first)"
         )
     snaps = [_parse_day(s) for s in snapshot] if snapshot else [serving_snapshot(settings)]
-    with console.status(f"computing features for {len(snaps)} snapshot(s)"):
-        build = compute_features(settings.clean_dir, settings.features_dir, snaps)
+    with console.status(f"computing features for {len(snaps)} snapshot(s) on {engine(settings)}"):
+        build = build_tables(settings, snaps)
     console.print(
         f"{build.rows:,} customer rows for {[s.date().isoformat() for s in snaps]} in {build.seconds:.1f}s"
     )
@@ -756,6 +756,7 @@ def score(
             f"{run.customers:,} customers scored on {run.partitions} Spark partitions ({run.seconds:.0f} s) "
             f"-> {written}"
         )
+        cli_monitor.log_scored_files(settings, list(run.paths))  # the prediction log `portrait monitor` reads
         return
     snaps = snapshots_on_disk(settings)
     if not snaps:

@@ -9,6 +9,8 @@ This module does not import ``portrait.cli`` (which imports it), so either can b
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -69,6 +71,34 @@ def log_scored(settings: Settings, frame: pd.DataFrame) -> int:
 
     try:
         written = predlog.log_tags(settings, frame, source="batch")
+    except BackendUnavailable as exc:
+        raise _fail(f"scores written, but not logged: {exc}", EXIT_UNAVAILABLE) from None
+    except ValueError as exc:
+        raise _fail(f"scores written, but not logged: {exc}") from None
+    console.print(f"{written:,} predictions logged -> {predlog.location(settings)}")
+    return written
+
+
+def log_scored_files(settings: Settings, outputs: list[Path]) -> int:
+    """Log the tags `portrait score` wrote on Spark, one partition file at a time (the driver never holds
+    every customer): the Parquet folder if there is one, else the CSV folder."""
+    import pandas as pd
+
+    from portrait import predlog
+    from portrait.backends import BackendUnavailable
+
+    parquet = [p for p in outputs if p.suffix != ".csv"]
+    files = sorted(parquet[0].glob("*.parquet")) if parquet else sorted(outputs[0].glob("*.csv"))
+    written = 0
+    scored_at = datetime.now(UTC)
+    try:
+        for path in files:
+            frame = (
+                pd.read_parquet(path)
+                if path.suffix == ".parquet"
+                else pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False, na_values=[""])
+            )
+            written += predlog.log_tags(settings, frame, source="batch", scored_at=scored_at)
     except BackendUnavailable as exc:
         raise _fail(f"scores written, but not logged: {exc}", EXIT_UNAVAILABLE) from None
     except ValueError as exc:

@@ -120,7 +120,7 @@ def predictions_dir(settings: Settings) -> Path:
 
 def location(settings: Settings) -> str:
     """Where the log is, for messages (credentials removed)."""
-    if settings.profile == "production":
+    if settings.servers:
         return f"table {settings.prediction_log_table} at {redact(settings.postgres_url)}"
     return str(predictions_dir(settings))
 
@@ -164,7 +164,7 @@ def append(settings: Settings, frame: pd.DataFrame) -> int:
     records = normalize(frame)
     if records.empty:
         return 0
-    if settings.profile == "production":
+    if settings.servers:
         return _SqlLog.of(settings).append(records)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     days = records["scored_at"].dt.strftime("%Y-%m-%d")
@@ -190,7 +190,7 @@ def read(
     source: Source | None = None,
 ) -> pd.DataFrame:
     """Every logged record (optionally of one ``model``, ``source``, with ``start <= scored_at < end``)."""
-    if settings.profile == "production":
+    if settings.servers:
         frame = _SqlLog.of(settings).read(model, start, end, source)
     else:
         frame = _read_files(settings, model, start, end)

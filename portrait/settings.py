@@ -63,7 +63,9 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_repo_root, description="Workspace folder for all generated state.")
     profile: Profile = Field(
-        "local", description="'local' (SQLite + files) or 'production' (Redis + PostgreSQL)."
+        "local",
+        description="'local' (SQLite + files), 'production' (Redis + PostgreSQL) or 'cluster' (production's "
+        "servers, features, training frames and scoring on Spark).",
     )
     data_dir: Path | None = Field(
         default_factory=_default_data_dir,
@@ -129,6 +131,11 @@ class Settings(BaseSettings):
     )
     min_positives: int = Field(
         100, ge=1, description="Data check: fewest positive (and negative) labels a classifier's split needs."
+    )
+    realtime_tags: bool = Field(
+        True,
+        description="/v1/tags reads the real-time view (fresher recency, visited_today, cart_abandoned); off: "
+        "batch features only.",
     )
     cart_abandon_hours: float = Field(
         24.0,
@@ -311,6 +318,11 @@ class Settings(BaseSettings):
         "cluster of dask_workers processes.",
     )
     dask_workers: int = Field(2, ge=1, description="Distributed refit: workers of the local Dask cluster.")
+    distributed_refit: bool = Field(
+        False,
+        description="Refit each tag model's final booster on Dask workers (LightGBM's distributed training) "
+        "instead of in the training process; the search still runs on a sample on one machine.",
+    )
 
     @field_validator("mlflow_tracking_uri")
     @classmethod
@@ -393,9 +405,14 @@ class Settings(BaseSettings):
         """MLflow tracking URI: explicit, else PostgreSQL (production) or SQLite in ``mlruns/``."""
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
-        if self.profile == "production":
+        if self.servers:
             return self.postgres_url
         return f"sqlite:///{self.mlruns_dir / 'mlflow.db'}"
+
+    @property
+    def servers(self) -> bool:
+        """Whether the profile keeps its state in servers (Redis, PostgreSQL): production and cluster."""
+        return self.profile in ("production", "cluster")
 
     @property
     def tracking_server(self) -> bool:

@@ -61,10 +61,10 @@ def build_features(settings: Settings, snapshots: Sequence[datetime] | None = No
     """Compute the feature tables (default: the serving snapshot) and apply the Feast repo; returns the
     latest snapshot built."""
     from features import repo
-    from features.pipeline import compute_features
+    from features.build import build_tables
 
     snaps = list(snapshots) if snapshots else [serving_snapshot(settings)]
-    build = compute_features(settings.clean_dir, settings.features_dir, snaps)
+    build = build_tables(settings, snaps)
     logger.info("%d customer rows for %d snapshot(s) in %.1fs", build.rows, len(snaps), build.seconds)
     repo.apply(settings)
     return max(snaps)

@@ -187,7 +187,9 @@ class Tagger:
                 self._layout = layout
         self._refs = refs
         try:
-            self._realtime_view = store.get_feature_view(realtime.VIEW)
+            self._realtime_view = (
+                store.get_feature_view(realtime.VIEW) if self.settings.realtime_tags else None
+            )
         except Exception:  # noqa: BLE001 - a registry applied before the real-time view existed
             self._realtime_view = None
 

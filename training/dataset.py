@@ -18,7 +18,7 @@ from feast import FeatureStore
 
 from features import repo
 from features import store as fs
-from features.pipeline import compute_features
+from features.build import build_tables
 from portrait import catalogue
 from portrait.settings import Settings
 from training.labels import LabelSpec, build_labels
@@ -65,7 +65,7 @@ def ensure_feature_snapshots(settings: Settings, plan: SnapshotPlan) -> list:
     missing = [t for t in plan.all if t not in have]
     if missing:
         logger.info("computing %d missing feature snapshots", len(missing))
-        compute_features(settings.clean_dir, settings.features_dir, missing)
+        build_tables(settings, missing)
     return missing
 
 

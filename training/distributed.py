@@ -80,9 +80,10 @@ def _matrix_frame(part: pd.DataFrame, model: TagModel) -> pd.DataFrame:
 
 def _estimator_params(params: dict[str, Any], rounds: int) -> dict[str, Any]:
     """LightGBM's training parameters (``fit``'s ``lgb.train`` dictionary) for a Dask estimator: the same
-    parameters, ``rounds`` trees, one thread per worker and the data-parallel tree learner."""
-    out = {k: v for k, v in params.items() if k not in ("num_threads", "metric")}
-    return out | {"n_estimators": rounds, "n_jobs": 1, "tree_learner": "data"}
+    parameters, ``rounds`` trees and the data-parallel tree learner. No thread count: LightGBM's Dask
+    estimators use each worker's own (one per worker on the local cluster) and warn about any other."""
+    out = {k: v for k, v in params.items() if k not in ("num_threads", "metric", "n_jobs")}
+    return out | {"n_estimators": rounds, "tree_learner": "data"}
 
 
 def train_distributed(
@@ -137,7 +138,11 @@ def refit_model(
     """
     started = time.perf_counter()
     fitted = outcome.model.metadata.get("fit", {})
-    rounds = int(fitted.get("rounds") or outcome.best_iteration)
+    if fitted.get("refit", True):  # the rounds the single-machine refit ran
+        rounds = int(fitted.get("rounds") or outcome.best_iteration)
+    else:  # fitted without a refit: the best round, scaled to the rows as that refit would have
+        everything = len(ts.train) + len(ts.validation)
+        rounds = max(1, round(outcome.best_iteration * everything / max(len(ts.train), 1)))
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     rows = frame if frame is not None else training_frame(ts, workers)
     # A copy of the single-machine model without its caches (its pickled state): features, codes, calibrator.
@@ -154,7 +159,12 @@ def refit_model(
     model.metadata["feature_importance_gain"] = dict(
         zip(model.features, np.round(booster.feature_importance("gain"), 3).tolist(), strict=True)
     )
-    model.metadata["fit"] = {**fitted, "distributed": {"workers": workers, "rounds": rounds}}
+    model.metadata["fit"] = {
+        **fitted,
+        "refit": True,
+        "rounds": rounds,
+        "distributed": {"workers": workers, "rounds": rounds},
+    }
     logger.info(
         "%s refitted on %d Dask workers (%d rounds) in %.1f s",
         model.name,

@@ -35,7 +35,7 @@ from training.evaluate import (
     importance_plot,
     regressor_plots,
 )
-from training.fit import fit
+from training.fit import FitOutcome, fit
 from training.labels import data_end, data_start
 from training.specs import ModelSpec, spec_for, tag_specs
 from training.splits import DEFAULT_STEP_DAYS, SnapshotPlan, plan_snapshots
@@ -78,6 +78,21 @@ def plan_for(settings: Settings, spec: ModelSpec, **plan_options: Any) -> Snapsh
     )
 
 
+def fit_final(
+    settings: Settings, ts: TrainingSet, spec: ModelSpec, *, trials: int, timeout_s: float | None = None
+) -> FitOutcome:
+    """Search, calibrate and refit a tag model: the refit in this process, or on Dask workers when
+    ``settings.distributed_refit`` is on (:mod:`training.distributed`)."""
+    if not settings.distributed_refit:
+        return fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads)
+    from training.distributed import dask_client, refit_model
+
+    outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads, refit=False)
+    with dask_client(settings) as client:
+        outcome.model = refit_model(client, outcome, ts, spec)
+    return outcome
+
+
 def train_model(
     settings: Settings,
     spec: ModelSpec,
@@ -113,7 +128,7 @@ def train_model(
                 **{f"rows_{k}": v for k, v in ts.sizes().items()},
             }
         )
-        outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads)
+        outcome = fit_final(settings, ts, spec, trials=trials, timeout_s=timeout_s)
         model = outcome.model
         model.metadata["plan"] = plan.as_dict()
         if {"recency_days", "orders_365d", "spend_365d"} <= set(ts.train.columns):

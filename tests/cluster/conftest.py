@@ -139,14 +139,15 @@ class Workspaces:
 def workspaces(
     spark: object, source_data: SourceData, tmp_path_factory: pytest.TempPathFactory
 ) -> Workspaces:
-    from features.spark import compute_features as compute_on_spark
+    from features.build import build_tables, engine
 
     duck = copy_workspace(source_data, tmp_path_factory.mktemp("cluster_duck"), features=True)
     home = copy_workspace(source_data, tmp_path_factory.mktemp("cluster_spark"), features=False)
-    settings = Settings(home=home)
+    settings = cluster_settings(home)
+    assert engine(settings) == "spark"
     churn, options = resolve(settings, "churn", **PLAN)
     spark_snaps = sorted({plan_for(settings, churn, **options).test, SNAPSHOT})
-    compute_on_spark(spark, settings.clean_dir, settings.features_dir, spark_snaps)  # type: ignore[arg-type]
+    build_tables(settings, spark_snaps)  # the cluster profile's path: the active local[2] session
     return Workspaces(duck, home, spark_snaps, source_data.snapshots)
 
 

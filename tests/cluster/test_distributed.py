@@ -15,9 +15,13 @@ from training import fit as fit_module
 from training.dataset import build_training_set
 from training.distributed import dask_client, refit_model
 from training.fit import fit
-from training.train import plan_for, resolve
+from training.train import fit_final, plan_for, resolve
 
 pytestmark = pytest.mark.slow
+
+
+def auc_of(model: object, ts: object) -> float:
+    return float(roc_auc_score(ts.test.label.to_numpy(), model.score(ts.test)))  # type: ignore[attr-defined]
 
 
 def test_dask_refit_matches_single_machine(
@@ -34,6 +38,16 @@ def test_dask_refit_matches_single_machine(
     with dask_client(Settings(dask_workers=2, dask_scheduler=None)) as client:
         assert len(client.scheduler_info()["workers"]) == 2
         distributed = refit_model(client, single, ts, spec)
+    # what `portrait train` runs with distributed_refit on: the search without a refit, then the Dask refit
+    on = settings.model_copy(
+        update={"distributed_refit": True, "dask_workers": 2, "dask_scheduler": None, "train_threads": 1}
+    )
+    wired = fit_final(on, ts, spec, trials=3).model
+    assert wired.metadata["fit"]["distributed"]["workers"] == 2
+    assert wired.metadata["fit"]["rounds"] == single.model.metadata["fit"]["rounds"]  # same search, same seed
+    assert (
+        abs(roc_auc_score(ts.test.label.to_numpy(), wired.score(ts.test)) - auc_of(single.model, ts)) < 0.03
+    )
 
     y = ts.test.label.to_numpy()
     auc_single = roc_auc_score(y, single.model.score(ts.test))

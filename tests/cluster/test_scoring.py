@@ -4,6 +4,7 @@ single-machine scoring (the service's Tagger over the online store) of the same 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.tables import snapshot_path
+from portrait import predlog
 from portrait.cli import app
 from tests.cluster.compare import assert_same_values
 from tests.cluster.conftest import SNAPSHOT, SPARK_CONF, Deployment
@@ -49,7 +51,9 @@ def test_score_on_spark_equals_single_machine_scoring(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _cluster_env(monkeypatch, materialized)
+    started = datetime.now(UTC)
     _score("--out", str(tmp_path / "spark.parquet"), "--csv")  # the cluster profile scores on Spark
+    logged = predlog.read(materialized.cluster, "churn", start=started, source="batch")
     _score("--out", str(tmp_path / "local.parquet"), "--no-spark")
 
     folder = tmp_path / "spark.parquet"
@@ -64,6 +68,11 @@ def test_score_on_spark_equals_single_machine_scoring(
     )
     assert on_spark.churn_reasons.str.len().gt(0).mean() > 0.9
     assert_same_values(on_spark, single, ["customer_id"], "tags")
+    # the Spark run logged every customer's prediction, as the single-machine run does
+    assert sorted(logged.customer_id) == sorted(on_spark.customer_id)
+    assert logged.score.to_numpy() == pytest.approx(
+        on_spark.set_index("customer_id").loc[logged.customer_id, "churn_probability"].to_numpy()
+    )
 
     csv = pd.read_csv(next((tmp_path / "spark.csv").glob("part-*.csv")))
     assert list(csv.columns) == list(on_spark.columns)
