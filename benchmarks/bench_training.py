@@ -19,8 +19,15 @@ Parts (``--part``, default ``all``):
   (target: churn AUC >= 0.76; the baseline scores 0.735 in the issue).
 * ``cdnow`` -- CDNOW CLV: all 23,570 customers, data up to 1997-09-30 (test snapshot 1997-10-01),
   spend in the next 182 days, trained on earlier cut-offs. Baseline side by side: BG/NBD + Gamma-Gamma
-  fitted on the same data through the ``lifetimes`` library (optional dependency group ``btyd``;
-  skipped with a note when absent). Target: beat it on MAE and normalised Gini, total within 10 %.
+  fitted on the same data through PyMC-Marketing's CLV module (MAP), in the classic convention (purchase
+  days, mean of repeat purchases). Target: beat it on normalised Gini, total within 10 %.
+* ``value`` -- the targets of issue #21 side by side in one run: the value model in parts (trees boosting
+  from a point-in-time BG/NBD + Gamma-Gamma) on CDNOW ``--runs`` times (Optuna seeds 7, 8, ...: RMSE below
+  the BG/NBD + Gamma-Gamma baseline's, normalised Gini >= 0.70, total within 10 %, all in the same run),
+  80 % interval coverage (75-85 %) on CDNOW and synthetic data, the next order date's median absolute
+  error against the naive (last order + her mean gap) and BTYD estimates on CDNOW and synthetic data, and
+  category preference's mean AUC against the spend-share baseline on UCI Online Retail and synthetic data;
+  the synthetic CLV Spearman ratio to the truth is kept beside them. Written to its own section.
 * ``scale`` -- every tag model with ``--scale-trials`` Optuna trials each on ``--scale-customers``
   synthetic customers: wall time and peak memory. Data preparation and training each run in a fresh
   child process (this script with ``--step``) so their peak RSS is their own; when fewer than 100,000
@@ -58,6 +65,8 @@ import pandas as pd
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Training"
 PARTS = ("synthetic", "retail", "cdnow", "scale")
+VALUE_SECTION = "## Training: predicted value in parts (issue #21)"
+RETAIL_VALUE_HORIZON = 90
 SYNTH_START = datetime(2021, 1, 1, tzinfo=UTC)
 SYNTH_END = datetime(2025, 1, 1, tzinfo=UTC)
 RETAIL_TEST = datetime(2011, 9, 9, tzinfo=UTC)
@@ -77,6 +86,8 @@ TARGETS = {
     "synthetic_spearman_ratio": 0.95,
     "retail_auc": 0.76,
     "cdnow_total": 0.10,
+    "cdnow_gini": 0.70,
+    "coverage": (0.75, 0.85),
 }
 
 logger = logging.getLogger("bench_training")
@@ -376,35 +387,48 @@ def part_retail(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def btyd_predictions(
     purchases: pd.DataFrame, cutoff: datetime, horizon_days: int
 ) -> tuple[pd.Series, dict[str, float]]:
-    """BG/NBD + Gamma-Gamma (``lifetimes``) expected spend in ``horizon_days`` after ``cutoff``.
+    """BG/NBD + Gamma-Gamma (PyMC-Marketing, MAP) expected spend in ``horizon_days`` after ``cutoff``.
 
     ``purchases`` has ``customer_id``, ``ts`` and ``amount`` (purchase lines); lines of one customer and
-    day are one purchase occasion (the BTYD convention). Only lines before ``cutoff`` are used. The
-    Gamma-Gamma spend model is fitted on repeat customers with a positive average spend (it requires
-    one); it predicts every customer's average order value, including those without repeat purchases.
+    day are one purchase occasion (the BTYD convention: ``rfm_summary``, time in weeks). Only lines before
+    ``cutoff`` are used. Gamma-Gamma is fitted on repeat customers with a positive mean repeat spend; it
+    predicts every customer's average order value (the population's for those without repeat purchases).
+    Flat priors on the rate's shape and scale (the library's defaults for the dropout), as in production.
     """
-    from lifetimes import BetaGeoFitter, GammaGammaFitter
-    from lifetimes.utils import summary_data_from_transaction_data
+    from pymc_extras.prior import Prior
+    from pymc_marketing.clv import BetaGeoModel, GammaGammaModel
+    from pymc_marketing.clv.utils import rfm_summary
 
     calibration = purchases[purchases.ts < pd.Timestamp(cutoff)].copy()
     calibration["date"] = calibration.ts.dt.tz_convert("UTC").dt.tz_localize(None).dt.normalize()
     daily = calibration.groupby(["customer_id", "date"], as_index=False)["amount"].sum()
     last_day = (pd.Timestamp(cutoff).tz_convert("UTC").tz_localize(None) - pd.Timedelta(days=1)).normalize()
-    summary = summary_data_from_transaction_data(
-        daily, "customer_id", "date", monetary_value_col="amount", observation_period_end=last_day, freq="D"
+    summary = rfm_summary(
+        daily, "customer_id", "date", monetary_value_col="amount", observation_period_end=last_day
     )
+    for column in ("recency", "T"):
+        summary[column] = summary[column] / 7.0  # weeks
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bgnbd = BetaGeoFitter(penalizer_coef=0.0).fit(summary["frequency"], summary["recency"], summary["T"])
+        bgnbd = BetaGeoModel(model_config={"r": Prior("HalfFlat"), "alpha": Prior("HalfFlat")})
+        bgnbd.fit(summary[["customer_id", "frequency", "recency", "T"]], method="map", progressbar=False)
         repeat = summary[(summary["frequency"] > 0) & (summary["monetary_value"] > 0)]
-        gamma = GammaGammaFitter(penalizer_coef=0.0).fit(repeat["frequency"], repeat["monetary_value"])
-        purchases_expected = bgnbd.conditional_expected_number_of_purchases_up_to_time(
-            horizon_days, summary["frequency"], summary["recency"], summary["T"]
+        gamma = GammaGammaModel()
+        gamma.fit(repeat[["customer_id", "monetary_value", "frequency"]], method="map", progressbar=False)
+        expected = bgnbd.expected_purchases(
+            summary[["customer_id", "frequency", "recency", "T"]], future_t=horizon_days / 7.0
         )
-        spend = gamma.conditional_expected_average_profit(summary["frequency"], summary["monetary_value"])
-    params = {f"bgnbd_{k}": float(v) for k, v in bgnbd.params_.items()}
-    params |= {f"gg_{k}": float(v) for k, v in gamma.params_.items()}
-    return (purchases_expected * spend).rename("predicted"), params
+        spend = gamma.expected_customer_spend(summary[["customer_id", "monetary_value", "frequency"]])
+    predicted = pd.Series(
+        np.asarray(expected.mean(("chain", "draw"))) * np.asarray(spend.mean(("chain", "draw"))),
+        index=summary["customer_id"].to_numpy(),
+        name="predicted",
+    )
+    params = {
+        f"bgnbd_{k}": float(bgnbd.idata.posterior[k].values.ravel()[0]) for k in ("r", "alpha", "a", "b")
+    }
+    params |= {f"gg_{k}": float(gamma.idata.posterior[k].values.ravel()[0]) for k in ("p", "q", "v")}
+    return predicted, params
 
 
 def raw_cdnow_labels(path: Path, cutoff: datetime, horizon_days: int) -> pd.DataFrame:
@@ -455,22 +479,10 @@ def part_cdnow(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "test_median_tenure": float(test["first_purchase_days"].median()),
         "test_median_recency": float(test["recency_days"].median()),
     }
-    try:
-        import lifetimes
-    except ImportError:
-        result["btyd"] = None
-        result["btyd_note"] = "lifetimes is not installed (pip install 'portrait[btyd]'): baseline skipped"
-        print("    " + result["btyd_note"])
-        return result
-    clean = pd.read_parquet(settings.clean_dir / "transactions.parquet")
-    clean = clean[~clean.is_return][["customer_id", "ts", "amount"]]
-    predicted, params = btyd_predictions(clean, CDNOW_TEST, CDNOW_HORIZON)
-    aligned = predicted.reindex(test.customer_id).to_numpy()
-    if np.isnan(aligned).any():
-        raise RuntimeError("BTYD has no prediction for some test customers")
-    result["btyd"] = evaluate_regressor(y, aligned)
-    result["btyd_params"] = params
-    result["lifetimes_version"] = lifetimes.__version__
+    result["btyd"], result["btyd_params"] = cdnow_baseline(settings, test)
+    import pymc_marketing
+
+    result["btyd_library"] = f"PyMC-Marketing {pymc_marketing.__version__}"
     # The issue's convention: every record of the file (the loader's contract quarantines exact
     # duplicate records), labels from the same records.
     raw = raw_cdnow_labels(data_dir() / "cdnow_master.txt", CDNOW_TEST, CDNOW_HORIZON)
@@ -487,6 +499,224 @@ def part_cdnow(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         f"BG/NBD+GG MAE {b['mae']:.2f} gini {b['normalized_gini']:.3f} total {b['total_ratio'] - 1:+.1%}"
     )
     return result
+
+
+def cdnow_baseline(settings: Any, test: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+    """BG/NBD + Gamma-Gamma (:func:`btyd_predictions`) on the validated CDNOW purchases, scored on ``test``."""
+    from training.evaluate import evaluate_regressor
+
+    clean = pd.read_parquet(settings.clean_dir / "transactions.parquet")
+    clean = clean[~clean.is_return][["customer_id", "ts", "amount"]]
+    predicted, params = btyd_predictions(clean, CDNOW_TEST, CDNOW_HORIZON)
+    aligned = predicted.reindex(test.customer_id.astype(clean.customer_id.dtype)).to_numpy()
+    if np.isnan(aligned).any():
+        raise RuntimeError("BTYD has no prediction for some test customers")
+    return evaluate_regressor(test.label.to_numpy(), aligned), params
+
+
+# ---- issue #21: predicted value in parts ----------------------------------------------------------------
+
+VALUE_KEYS = (
+    "mae", "rmse", "normalized_gini", "spearman", "total_ratio",
+    "btyd_rmse", "btyd_normalized_gini", "btyd_total_ratio",
+    "interval_coverage", "interval_width_ratio",
+    "next_order_mae_days", "next_order_naive_mae_days", "next_order_btyd_mae_days", "next_order_customers",
+    "category_auc", "category_share_auc",
+)  # fmt: skip
+
+
+def _value_metrics(trained: Trained) -> dict[str, float]:
+    got = metrics_of(trained)
+    out = {k: float(got[k]) for k in VALUE_KEYS if k in got}
+    out["seconds"] = trained.seconds
+    out["trees"] = trained.extra["trees"]
+    import mlflow
+
+    logged = mlflow.MlflowClient().get_run(trained.outcome.run_id).data.metrics  # all of the run's metrics
+    out["btyd_fit_seconds"] = float(logged.get("btyd_seconds", float("nan")))
+    return out
+
+
+def part_value(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Issue #21's targets side by side: CDNOW (``--runs`` seeds), synthetic and UCI Online Retail."""
+    from scipy.stats import spearmanr
+
+    from features.synth import history_before, true_scores
+    from training.dataset import build_training_set
+    from training.specs import spec_for
+    from training.train import plan_for, train_model
+
+    out: dict[str, Any] = {"runs": []}
+    print(
+        f"value: CDNOW x {args.runs} runs, synthetic {args.synthetic_customers:,}, retail; {args.trials} trials"
+    )
+    settings = prepare_real(root / "cdnow", "cdnow")
+    spec = spec_for(CDNOW_MODEL, horizon_days=CDNOW_HORIZON)
+    plan = plan_for(settings, spec, test_at=CDNOW_TEST)
+    ts = build_training_set(settings, spec.name, spec.label, plan)
+    for run in range(args.runs):
+        import mlflow
+
+        started = time.perf_counter()
+        outcome = train_model(settings, spec, trials=args.trials, training_set=ts, seed=7 + run)
+        model = mlflow.pyfunc.load_model(f"runs:/{outcome.run_id}/model").unwrap_python_model()
+        trained = Trained(spec.name, outcome, ts, model, time.perf_counter() - started)
+        trained.extra["trees"] = model.booster.num_trees()
+        row = _value_metrics(trained) | {"seed": 7 + run, "decision": outcome.decision.reason}
+        out["runs"].append(row)
+        print(
+            f"    run {run + 1}: RMSE {row['rmse']:.2f} gini {row['normalized_gini']:.4f} total "
+            f"{row['total_ratio'] - 1:+.1%} coverage {row.get('interval_coverage', float('nan')):.3f} "
+            f"({row['seconds']:.0f}s)"
+        )
+    out["cdnow_baseline"], out["cdnow_baseline_params"] = cdnow_baseline(settings, ts.test)
+    out["cdnow_rows"] = ts.sizes()
+
+    synth = prepare_synthetic(root / "synthetic", args.synthetic_customers, args.seed)
+    spec = spec_for(CDNOW_MODEL)
+    trained = train(synth, spec, args.trials)
+    truth = pd.read_parquet(synth.raw_dir / "truth.parquet")
+    test_plan = trained.ts.plan
+    scores = true_scores(
+        truth,
+        history_before(synth.raw_dir, test_plan.test),
+        test_plan.test,
+        clv_horizon_days=test_plan.horizon_days,
+    )
+    test = trained.ts.test.merge(scores, on="customer_id", how="left", validate="one_to_one")
+    y, predicted = test.label.to_numpy(), trained.model.score(test)
+    model_rho = float(spearmanr(y, predicted).statistic)
+    truth_rho = float(spearmanr(y, test["expected_value"]).statistic)
+    out["synthetic"] = _value_metrics(trained) | {
+        "spearman_model": model_rho,
+        "spearman_truth": truth_rho,
+        "spearman_ratio": model_rho / truth_rho,
+        "total_ratio_truth": float(test["expected_value"].sum() / y.sum()),
+        "rows": trained.ts.sizes(),
+    }
+    s = out["synthetic"]
+    print(
+        f"    synthetic: Spearman ratio {s['spearman_ratio']:.4f}, coverage {s.get('interval_coverage', 0):.3f}"
+    )
+
+    retail = prepare_real(root / "retail", "retail")
+    spec = spec_for(CDNOW_MODEL, horizon_days=RETAIL_VALUE_HORIZON)
+    trained = train(retail, spec, args.trials, plan_for(retail, spec, test_at=RETAIL_TEST))
+    out["retail"] = _value_metrics(trained) | {"rows": trained.ts.sizes()}
+    r = out["retail"]
+    print(
+        f"    retail: category AUC {r.get('category_auc', float('nan')):.4f} vs share {r.get('category_share_auc', float('nan')):.4f}"
+    )
+    return out
+
+
+def _value_design() -> str:
+    from training.clv import BOOST_FROM_PURCHASE_MODEL
+
+    if BOOST_FROM_PURCHASE_MODEL:
+        return (
+            "LightGBM (Tweedie) boosting from log(purchase-model expected value) and reading its P(active), "
+            "expected orders and order value (`training.clv.BOOST_FROM_PURCHASE_MODEL = True`)"
+        )
+    return (
+        "today's LightGBM (Tweedie) value, split into parts by the purchase model "
+        "(`training.clv.BOOST_FROM_PURCHASE_MODEL = False`)"
+    )
+
+
+def _value_lines(
+    res: dict[str, Any], args: argparse.Namespace, host: dict[str, Any], seconds: float
+) -> list[str]:
+    lo, hi = TARGETS["coverage"]
+    b = res["cdnow_baseline"]
+    runs = res["runs"]
+
+    def met_all(r: dict[str, Any]) -> bool:
+        return (
+            r["rmse"] < b["rmse"]
+            and r["normalized_gini"] >= TARGETS["cdnow_gini"]
+            and abs(r["total_ratio"] - 1) <= TARGETS["cdnow_total"]
+        )
+
+    lines = [
+        VALUE_SECTION,
+        "",
+        f"`python benchmarks/bench_training.py {' '.join(args.argv)}` on {datetime.now(UTC):%Y-%m-%d}: "
+        f"{host['cpus']} CPUs, 1/5/15-minute load average {host['load']} at the start and {machine()['load']} "
+        f"at the end (a shared machine: other sessions ran at the same time), {seconds / 60:.0f} minutes in all. "
+        f"One run of the script; every figure below comes from it. {args.trials} Optuna trials per model. The value "
+        f"model: {_value_design()}; the purchase model (BG/NBD + Gamma-Gamma) "
+        "fitted by PyMC-Marketing (MAP) at every snapshot on that snapshot's features only; 80 % interval by "
+        "split-conformal calibration on held-out customers; next order date = median wait given an order in "
+        "the horizon; category preference = P(an order) x P(one of her orders is in the category), her order "
+        "shares shrunk toward everyone's.",
+        "",
+        f"### CDNOW (data up to 1997-09-30, spend in the next {CDNOW_HORIZON} days, {len(runs)} runs)",
+        "",
+        "| model | seed | MAE | RMSE | normalised Gini | total vs actual | 80 % interval coverage | all three targets |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| value model in parts | {r['seed']} | {r['mae']:.2f} | {r['rmse']:.2f} | {r['normalized_gini']:.4f} "
+            f"| {r['total_ratio'] - 1:+.1%} | {r.get('interval_coverage', float('nan')):.3f} | {_mark(met_all(r))} |"
+        )
+    first = runs[0]
+    lines += [
+        f"| its purchase model alone (same features) | | | {first['btyd_rmse']:.2f} | {first['btyd_normalized_gini']:.4f} "
+        f"| {first['btyd_total_ratio'] - 1:+.1%} | | |",
+        f"| BG/NBD + Gamma-Gamma baseline (PyMC-Marketing, classic convention) | | {b['mae']:.2f} | {b['rmse']:.2f} "
+        f"| {b['normalized_gini']:.4f} | {b['total_ratio'] - 1:+.1%} | | |",
+        "",
+        f"Targets (all three in the same run, every run): RMSE below the baseline's {b['rmse']:.2f}: "
+        f"{sum(r['rmse'] < b['rmse'] for r in runs)}/{len(runs)} runs; normalised Gini >= {TARGETS['cdnow_gini']}: "
+        f"{sum(r['normalized_gini'] >= TARGETS['cdnow_gini'] for r in runs)}/{len(runs)}; total within "
+        f"{TARGETS['cdnow_total']:.0%}: {sum(abs(r['total_ratio'] - 1) <= TARGETS['cdnow_total'] for r in runs)}/{len(runs)}; "
+        f"all three: {_mark(all(met_all(r) for r in runs))}. Champion decisions: "
+        + "; ".join(f"seed {r['seed']}: {r['decision']}" for r in runs)
+        + ".",
+        "",
+    ]
+    s, rt = res["synthetic"], res["retail"]
+
+    def cov(r: dict[str, Any]) -> str:
+        c = r.get("interval_coverage", float("nan"))
+        return f"{c:.3f} ({_mark(lo <= c <= hi)})"
+
+    def nxt(r: dict[str, Any]) -> str:
+        if "next_order_mae_days" not in r:
+            return "not measured"
+        ok = r["next_order_mae_days"] < min(r["next_order_naive_mae_days"], r["next_order_btyd_mae_days"])
+        return (
+            f"{r['next_order_mae_days']:.1f} vs naive {r['next_order_naive_mae_days']:.1f} and BTYD "
+            f"{r['next_order_btyd_mae_days']:.1f} days, {r['next_order_customers']:,.0f} customers ({_mark(ok)})"
+        )
+
+    def cat(r: dict[str, Any]) -> str:
+        if "category_auc" not in r:
+            return "no categories"
+        ok = r["category_auc"] > r["category_share_auc"]
+        return f"{r['category_auc']:.4f} vs spend share {r['category_share_auc']:.4f} ({_mark(ok)})"
+
+    lines += [
+        "### Interval, next order date and category preference",
+        "",
+        "| data set | 80 % interval coverage (75-85 %) | next order date: median absolute error | category preference: mean AUC |",
+        "|---|---|---|---|",
+        f"| CDNOW (seed {first['seed']}) | {cov(first)} | {nxt(first)} | no categories in the data |",
+        f"| synthetic ({args.synthetic_customers:,} customers, 365 days) | {cov(s)} | {nxt(s)} | {cat(s)} |",
+        f"| UCI Online Retail (test {RETAIL_TEST:%Y-%m-%d}, {RETAIL_VALUE_HORIZON} days) | {cov(rt)} | {nxt(rt)} | {cat(rt)} |",
+        "",
+        f"Kept: synthetic CLV Spearman {s['spearman_model']:.4f} against the truth's {s['spearman_truth']:.4f}, ratio "
+        f"{s['spearman_ratio']:.4f} (target >= {TARGETS['synthetic_spearman_ratio']}: "
+        f"{_mark(s['spearman_ratio'] >= TARGETS['synthetic_spearman_ratio'])}); Gini {s['normalized_gini']:.4f}, "
+        f"total / actual {s['total_ratio']:.3f} (truth {s['total_ratio_truth']:.3f}); its purchase model alone: "
+        f"Gini {s['btyd_normalized_gini']:.4f}. Purchase-model fits per training: CDNOW {first['btyd_fit_seconds']:.0f} s, "
+        f"synthetic {s['btyd_fit_seconds']:.0f} s, Retail {rt['btyd_fit_seconds']:.0f} s; training in all: CDNOW "
+        f"{first['seconds']:.0f} s per run, synthetic {s['seconds']:.0f} s, Retail {rt['seconds']:.0f} s.",
+        "",
+    ]
+    return lines
 
 
 # ---- scale -------------------------------------------------------------------------------------------
@@ -681,7 +911,7 @@ def _cdnow_lines(res: dict[str, Any], args: argparse.Namespace) -> list[str]:
         return lines
     r, mr = res["btyd_raw"], res["model_on_raw"]
     lines += [
-        f"| BG/NBD + Gamma-Gamma (lifetimes {res['lifetimes_version']}) | {b['mae']:.2f} | {b['rmse']:.2f} "
+        f"| BG/NBD + Gamma-Gamma ({res['btyd_library']}, MAP) | {b['mae']:.2f} | {b['rmse']:.2f} "
         f"| {b['normalized_gini']:.4f} | {b['spearman']:.4f} | {b['total_ratio'] - 1:+.1%} |",
         "",
         "Both scored on the same customers and labels (the validated data: the contract quarantines 255 exact "
@@ -753,8 +983,14 @@ def write_section(text: str, path: Path = RESULTS, *, write: bool = True) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=[*PARTS, "all"], default="all", help="Which part to run.")
+    parser.add_argument(
+        "--part",
+        choices=[*PARTS, "all", "value"],
+        default="all",
+        help="Which part to run (value: issue #21).",
+    )
     parser.add_argument("--trials", type=int, default=20, help="Optuna trials per model (quality parts).")
+    parser.add_argument("--runs", type=int, default=3, help="CDNOW runs of the value part (Optuna seeds).")
     parser.add_argument("--synthetic-customers", type=int, default=20_000, help="Synthetic customers.")
     parser.add_argument("--scale-customers", type=int, default=20_000, help="Customers of the scale part.")
     parser.add_argument("--scale-trials", type=int, default=30, help="Optuna trials per model (scale).")
@@ -777,7 +1013,13 @@ def main() -> None:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="portrait-bench-training-"))
     root.mkdir(parents=True, exist_ok=True)
     parts = PARTS if args.part == "all" else (args.part,)
-    runners = {"synthetic": part_synthetic, "retail": part_retail, "cdnow": part_cdnow, "scale": part_scale}
+    runners = {
+        "synthetic": part_synthetic,
+        "retail": part_retail,
+        "cdnow": part_cdnow,
+        "scale": part_scale,
+        "value": part_value,
+    }
     started = time.perf_counter()
     results: dict[str, Any] = {}
     try:
@@ -786,6 +1028,15 @@ def main() -> None:
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
+    if "value" in results:
+        from results import publish
+
+        text = (
+            "\n".join(_value_lines(results["value"], args, host, time.perf_counter() - started)).rstrip()
+            + "\n"
+        )
+        publish(text, VALUE_SECTION, write=not args.no_write, path=RESULTS)
+        return
     text = report(args, host, results, time.perf_counter() - started)
     write_section(text, write=not args.no_write)
 

@@ -32,11 +32,26 @@ EventType = Literal["view", "add_to_cart", "search", "app_open", "campaign_click
 
 TS = pa.timestamp("us", tz="UTC")
 
+CUSTOMER_ID_MAX_LENGTH = 128
+CUSTOMER_ID_PATTERN = r"^[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$"
+"""No control character (U+0000-U+001F, U+007F) anywhere and no space at either end; the same regular
+expression in RE2 (DuckDB, the validator), Python, Rust (pydantic) and ECMA (the OpenAPI schema)."""
+CUSTOMER_ID_RULE = (
+    f"1 to {CUSTOMER_ID_MAX_LENGTH} characters, no control characters, no space at either end "
+    "(kept verbatim, never trimmed)."
+)
+"""The customer-id rule: rows breaking it are quarantined (``invalid_customer_id``), the API refuses it."""
+
 
 class CustomerRow(BaseModel):
     """One customer profile."""
 
-    customer_id: str = Field(min_length=1, description="Opaque customer identifier (the Feast entity key).")
+    customer_id: str = Field(
+        min_length=1,
+        max_length=CUSTOMER_ID_MAX_LENGTH,
+        pattern=CUSTOMER_ID_PATTERN,
+        description="Opaque customer identifier (the Feast entity key).",
+    )
     signup_ts: datetime = Field(description="When the customer registered or was first seen (UTC).")
     region: str | None = Field(None, description="Region or country.")
     gender: str | None = Field(None, description="Self-declared gender, if collected.")
@@ -48,7 +63,12 @@ class TransactionRow(BaseModel):
     """One order line (a purchase, or a return when ``is_return``)."""
 
     order_id: str = Field(min_length=1, description="Order / invoice identifier.")
-    customer_id: str = Field(min_length=1, description="Customer who placed the order.")
+    customer_id: str = Field(
+        min_length=1,
+        max_length=CUSTOMER_ID_MAX_LENGTH,
+        pattern=CUSTOMER_ID_PATTERN,
+        description="Customer who placed the order.",
+    )
     ts: datetime = Field(description="Order time (UTC).")
     amount: float = Field(description="Line value in currency units; <= 0 on returns, >= 0 otherwise.")
     quantity: int = Field(description="Units; <= 0 on returns, > 0 otherwise.")
@@ -62,7 +82,12 @@ class TransactionRow(BaseModel):
 class EventRow(BaseModel):
     """One behavioural event."""
 
-    customer_id: str = Field(min_length=1, description="Customer who acted.")
+    customer_id: str = Field(
+        min_length=1,
+        max_length=CUSTOMER_ID_MAX_LENGTH,
+        pattern=CUSTOMER_ID_PATTERN,
+        description="Customer who acted.",
+    )
     ts: datetime = Field(description="Event time (UTC).")
     event_type: EventType = Field(description="One of: " + ", ".join(EVENT_TYPES) + ".")
     category: str | None = Field(None, description="Product category the event concerns, if any.")

@@ -37,6 +37,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +52,7 @@ from features.contract import EVENT_TYPES
 from features.tables import snapshot_label as snapshot_label  # re-exported: the pipeline names its outputs
 from features.tables import snapshot_path
 from portrait.cpu import available_cores
-from portrait.files import atomic_path
+from portrait.files import atomic_path, spill_folder
 
 logger = logging.getLogger(__name__)
 
@@ -405,18 +406,20 @@ _DUCKDB_CONFIG: dict[str, object] = {
 }
 
 
-def _duckdb() -> ibis.BaseBackend:
-    """A DuckDB connection on all the CPUs this process may use, configured for feature builds."""
+def _duckdb(spill: Path | None = None) -> ibis.BaseBackend:
+    """A DuckDB connection on all the CPUs this process may use, configured for feature builds, spilling to
+    ``spill`` (default: DuckDB's ``.tmp`` in the current folder)."""
+    where: dict[str, object] = {"temp_directory": str(spill)} if spill else {}
     try:
-        return ibis.duckdb.connect(threads=_threads(), **_DUCKDB_CONFIG)
+        return ibis.duckdb.connect(threads=_threads(), **_DUCKDB_CONFIG, **where)
     except duckdb.Error:  # a DuckDB without that optimizer (< 2.0): nothing to disable
-        return ibis.duckdb.connect(threads=_threads(), preserve_insertion_order=False)
+        return ibis.duckdb.connect(threads=_threads(), preserve_insertion_order=False, **where)
 
 
 def _connect(
-    clean_dir: Path, backend: ibis.BaseBackend | None
+    clean_dir: Path, backend: ibis.BaseBackend | None, spill: Path | None = None
 ) -> tuple[ibis.BaseBackend, dict[str, ir.Table]]:
-    con = backend or _duckdb()
+    con = backend or _duckdb(spill)
     tables = {
         name: con.read_parquet(str(clean_dir / f"{name}.parquet"))
         for name in ("customers", "transactions", "events")
@@ -442,7 +445,22 @@ def compute_features(
     started = time.perf_counter()
     snaps_utc = sorted({_utc(s) for s in snapshots})
     created = created or datetime.now(UTC)
-    con, tables = _connect(clean_dir, backend)
+    with ExitStack() as cleanup:
+        # A connection of our own spills in the command's scratch folder (removed even after a kill).
+        spill = cleanup.enter_context(spill_folder(out_dir)) if backend is None else None
+        return _compute(clean_dir, out_dir, snaps_utc, created, backend, spill, started)
+
+
+def _compute(
+    clean_dir: Path,
+    out_dir: Path,
+    snaps_utc: list[datetime],
+    created: datetime,
+    backend: ibis.BaseBackend | None,
+    spill: Path | None,
+    started: float,
+) -> FeatureBuild:
+    con, tables = _connect(clean_dir, backend, spill)
     paths: dict[str, list[Path]] = {v: [] for v in VIEWS}
     rows = 0
     # Orders do not depend on the snapshot: roll the lines up once for every view and snapshot.

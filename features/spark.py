@@ -51,7 +51,7 @@ from pydantic import StrictStr
 from features import realtime
 from features.store import SPARK_DEFAULTS, SPARK_STORE_TYPE, spark_conf
 from features.tables import snapshot_path
-from portrait.files import atomic_path
+from portrait.files import atomic_path, temp_beside
 from portrait.settings import Settings
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def write_single_parquet(frame: DataFrame, target: Path) -> int:
     the rows are gathered into one partition (one more shuffle; the computation before it stays parallel)
     and its part file is moved into place. ``target`` must be on a file system the executors write to.
     """
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.spark")
+    staging = temp_beside(target, directory=True)  # Spark overwrites the new, empty folder
     try:
         frame.repartition(1).write.mode("overwrite").parquet(str(staging))
         parts = sorted(staging.glob("part-*.parquet"))

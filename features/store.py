@@ -4,8 +4,9 @@
   DuckDB over the Parquet feature tables as the offline store -- no server needed;
 * production profile: SQL registry on PostgreSQL (the database is created if missing) and the Redis
   online store, both keyed by the Feast project (``settings.feast_project_name``) so deployments can
-  share the servers. Redis calls are bounded by ``settings.redis_timeout_s`` with one quick retry, so a
-  dead Redis fails fast and a restarted one is picked up again without restarting the process.
+  share the servers. Redis calls are bounded by ``settings.redis_timeout_s``, with one quick retry on a
+  broken connection (none on a timeout), so a dead or frozen Redis fails fast and a restarted one is
+  picked up again without restarting the process.
 
 The configuration is a real Feast repository in the workspace: :func:`feature_store` and :func:`apply`
 write ``<feast_dir>/feature_store.yaml`` (from the settings, atomically, when it changed) and a repo file
@@ -315,21 +316,26 @@ def feature_store(settings: Settings) -> FeatureStore:
 
 
 def bound_redis_client(store: FeatureStore) -> None:
-    """Replace redis-py's default retry policy on the store's Redis client with one quick retry.
+    """Replace redis-py's default retry policy on the store's Redis client with one quick retry, on
+    connection errors only.
 
     redis-py (>= 6) retries a failed command 3 times with exponential backoff of up to 10 s, so a
     request against a stopped Redis takes 7-9 s to fail. One retry without backoff still replaces a
-    pooled connection that a Redis restart has broken, so reads recover as soon as Redis is back.
+    pooled connection that a Redis restart has broken (a ``ConnectionError``), so reads recover as soon as
+    Redis is back. A *timeout* is not retried: a Redis that accepts connections but does not answer (frozen,
+    overloaded) would otherwise cost every command twice ``redis_timeout_s``; so a command waits at most
+    ``redis_timeout_s`` (the socket timeout of :func:`portrait.backends.redis_connection_string`).
     Feast creates the client lazily and keeps it; it is created here (no connection is opened).
     """
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.retry import Retry
 
     client = fi.redis_client(store)
     if client is None:  # a Feast version with other internals: keep its defaults
         logger.warning("could not configure the Redis client's retries; a dead Redis may fail slowly")
         return
-    client.set_retry(Retry(NoBackoff(), 1))
+    client.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError, ConnectionResetError)))
 
 
 def materialize(

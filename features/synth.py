@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -66,7 +65,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.contract import ARROW_SCHEMAS, EVENT_TYPES, TS
-from portrait.files import publish
+from portrait.files import publish, temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -920,16 +919,18 @@ def _simulate_chunk(
 @contextmanager
 def _atomic_writers(out_dir: Path, schemas: dict[str, pa.Schema]) -> Iterator[dict[str, pq.ParquetWriter]]:
     """Parquet writers on temporary files, renamed to ``<name>.parquet`` only if the block succeeds."""
-    temps = {name: out_dir / f".{name}.parquet.tmp-{os.getpid()}" for name in schemas}
-    writers = {
-        name: pq.ParquetWriter(temps[name], schema, compression="zstd") for name, schema in schemas.items()
-    }
+    temps: dict[str, Path] = {}
+    writers: dict[str, pq.ParquetWriter] = {}
     try:
+        for name, schema in schemas.items():
+            temps[name] = temp_beside(out_dir / f"{name}.parquet")
+            writers[name] = pq.ParquetWriter(temps[name], schema, compression="zstd")
         yield writers
     except BaseException:
-        for name, writer in writers.items():
+        for writer in writers.values():
             writer.close()
-            temps[name].unlink(missing_ok=True)
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
         raise
     for writer in writers.values():
         writer.close()

@@ -10,16 +10,16 @@ published, and a mismatch raises.
 Reasons, in the order they are tested (the first that applies wins)
 -------------------------------------------------------------------
 customers
-    missing_customer_id, missing_timestamp, unparseable_timestamp, future_timestamp, duplicate,
+    missing_customer_id, invalid_customer_id, missing_timestamp, unparseable_timestamp, future_timestamp, duplicate,
     duplicate_customer_id
 transactions
-    missing_customer_id, missing_order_id, missing_timestamp, unparseable_timestamp,
+    missing_customer_id, invalid_customer_id, missing_order_id, missing_timestamp, unparseable_timestamp,
     future_timestamp, missing_amount, unparseable_amount, missing_quantity, unparseable_quantity,
     missing_is_return, unparseable_is_return, negative_amount_on_purchase,
     positive_amount_on_return, nonpositive_quantity_on_purchase, positive_quantity_on_return,
     unknown_customer, duplicate
 events
-    missing_customer_id, missing_timestamp, unparseable_timestamp, future_timestamp,
+    missing_customer_id, invalid_customer_id, missing_timestamp, unparseable_timestamp, future_timestamp,
     missing_event_type, unknown_event_type, unknown_customer, duplicate
 
 :data:`REASONS` holds a one-line description of each. Notes on the rules:
@@ -31,7 +31,9 @@ events
 * ``amount`` must be a finite number (NaN / inf are ``unparseable_amount``); ``quantity`` must be a
   whole number (``"2.0"`` is accepted, ``"2.5"`` is not); ``is_return`` accepts booleans, ``0``/``1``
   and the strings true/false/t/f/yes/no/y/n/1/0 (any case).
-* Identifiers are kept verbatim (not trimmed or re-cased). Integer-valued float ids (``12346.0``, as
+* Identifiers are kept verbatim (not trimmed or re-cased). ``invalid_customer_id``: an id the API would
+  refuse (``features.contract.CUSTOMER_ID_RULE``: over 128 characters, a control character, a space at
+  either end), so no served customer is unreachable. Integer-valued float ids (``12346.0``, as
   pandas produces for a nullable integer column) are written as ``"12346"``.
 * ``unknown_customer`` is only tested when ``known_customers`` is given: a transaction or event
   whose customer has no *accepted* row in the customers table. :func:`validate_workspace` passes
@@ -67,10 +69,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,8 +82,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-from features.contract import ARROW_SCHEMAS, EVENT_TYPES, REQUIRED_COLUMNS, TABLES
-from portrait.files import atomic_path, publish, temp_beside, write_text_atomic
+from features.contract import (
+    ARROW_SCHEMAS,
+    CUSTOMER_ID_MAX_LENGTH,
+    CUSTOMER_ID_PATTERN,
+    CUSTOMER_ID_RULE,
+    EVENT_TYPES,
+    REQUIRED_COLUMNS,
+    TABLES,
+)
+from portrait.files import atomic_path, publish, spill_folder, temp_beside, write_text_atomic
 
 if TYPE_CHECKING:
     from portrait.settings import Settings
@@ -96,15 +105,18 @@ _TS_REASONS: tuple[tuple[str, str], ...] = (
     ("future_timestamp", "The timestamp is later than the validation time ('now')."),
 )
 
+_INVALID_ID = f"customer_id breaks the id rule the API enforces: {CUSTOMER_ID_RULE}"
 REASONS: dict[str, tuple[tuple[str, str], ...]] = {
     "customers": (
         ("missing_customer_id", "customer_id is null or blank."),
+        ("invalid_customer_id", _INVALID_ID),
         *_TS_REASONS,
         ("duplicate", "Exact duplicate of an earlier row (all contract columns equal); the first is kept."),
         ("duplicate_customer_id", "A second, different profile for a customer_id already accepted."),
     ),
     "transactions": (
         ("missing_customer_id", "customer_id is null or blank."),
+        ("invalid_customer_id", _INVALID_ID),
         ("missing_order_id", "order_id is null or blank."),
         *_TS_REASONS,
         ("missing_amount", "amount is null or blank."),
@@ -122,6 +134,7 @@ REASONS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "events": (
         ("missing_customer_id", "customer_id is null or blank."),
+        ("invalid_customer_id", _INVALID_ID),
         *_TS_REASONS,
         ("missing_event_type", "event_type is null or blank."),
         ("unknown_event_type", "event_type is not one of: " + ", ".join(EVENT_TYPES) + "."),
@@ -544,7 +557,14 @@ def _row_rules(table: str, cols: dict[str, str], now: datetime, has_known: bool)
 
     ts = _TS_COLUMN[table]
     now_sql = f"TIMESTAMPTZ {_lit(now.isoformat())}"
-    rules: list[tuple[str, str]] = [("missing_customer_id", missing("customer_id"))]
+    invalid_id = (
+        f"length({t('customer_id')}) > {CUSTOMER_ID_MAX_LENGTH} "
+        f"OR NOT regexp_full_match({t('customer_id')}, {_lit(CUSTOMER_ID_PATTERN)})"
+    )
+    rules: list[tuple[str, str]] = [
+        ("missing_customer_id", missing("customer_id")),
+        ("invalid_customer_id", invalid_id),
+    ]
     if table == "transactions":
         rules.append(("missing_order_id", missing("order_id")))
     rules += [
@@ -596,7 +616,8 @@ def _stage_table(
     src = _resolve_source(table, source)
     clean_path.parent.mkdir(parents=True, exist_ok=True)
     quarantine_path.parent.mkdir(parents=True, exist_ok=True)
-    spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=clean_path.parent))
+    cleanup = ExitStack()
+    spill = cleanup.enter_context(spill_folder(clean_path.parent))  # in the command's scratch folder
     con = duckdb.connect(":memory:")
     tmp_clean, tmp_quarantine = _tmp_beside(clean_path), _tmp_beside(quarantine_path)
     try:
@@ -732,7 +753,7 @@ def _stage_table(
         raise
     finally:
         con.close()
-        shutil.rmtree(spill, ignore_errors=True)
+        cleanup.close()
 
 
 def validate_table(
@@ -835,8 +856,7 @@ def validate_workspace(settings: Settings, now: datetime | None = None) -> Valid
 def _with_landed(source: Path, landed: Path, links: list[Path]) -> Path:
     """A folder holding the raw file and the landed rows (hard links, or copies across file systems),
     validated as one input: a Parquet directory."""
-    folder = source.parent / f".{source.stem}.with_landing.{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
+    folder = temp_beside(source.with_name(f"{source.stem}.with_landing"), directory=True)
     links.append(folder)
     for i, path in enumerate((source, landed)):
         target = folder / f"part-{i}.parquet"

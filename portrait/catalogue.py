@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import date
+from typing import Any, Literal
 
 Kind = Literal["classifier", "regressor", "lookalike"]
 LabelKind = Literal["churn", "conversion", "clv"]
@@ -45,6 +46,25 @@ class LabelWindows:
 
 
 @dataclass(frozen=True)
+class CategoryScore:
+    """One category and the probability of buying in it within the model's horizon."""
+
+    category: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Output:
+    """An extra field of a model's tag beyond its score, tier and reasons, computed by the served model's
+    parts (``TagModel.base.served``), e.g. the value's 80 % range. Null where it does not apply."""
+
+    name: str
+    type: Any
+    """The field's Python type (``float``, ``date``, ``list[str]``, ``list[CategoryScore]``)."""
+    description: str
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """Everything Portrait needs to know about one model, in one place."""
 
@@ -69,6 +89,8 @@ class ModelEntry:
     """Feature view -> the features taken from it (None: all of them)."""
     spec_module: str | None = None
     """Module with the model's training specifics (default ``training.<name>``)."""
+    outputs: tuple[Output, ...] = ()
+    """Extra fields of the tag (see :class:`Output`); the model's ``/v1/tags`` type is extended by them."""
 
     @property
     def is_tag_model(self) -> bool:
@@ -119,6 +141,38 @@ CATALOGUE: list[ModelEntry] = [
         response_field="value",
         score_field="predicted_value",
         reason_words=("raises predicted value", "lowers predicted value"),
+        outputs=(
+            Output(
+                "p10", float, "Low end of the 80 % range of the value over the horizon (10th percentile)."
+            ),
+            Output(
+                "p90", float, "High end of the 80 % range of the value over the horizon (90th percentile)."
+            ),
+            Output(
+                "p_active",
+                float,
+                "P(still an active customer), from the purchase model (BG/NBD). Null: no purchase yet.",
+            ),
+            Output(
+                "expected_orders",
+                float,
+                "Orders expected over the horizon if active: p_active x expected_orders x "
+                "expected_order_value = predicted_value.",
+            ),
+            Output("expected_order_value", float, "Expected value of an order (Gamma-Gamma)."),
+            Output("parts", list[str], "The parts of the value in words."),
+            Output(
+                "next_order_date",
+                date,
+                "Most likely date of the next order, if it comes within horizon_days (the median given that).",
+            ),
+            Output("next_order_probability", float, "P(an order within horizon_days)."),
+            Output(
+                "top_categories",
+                list[CategoryScore],
+                "The customer's top categories: P(buying in the category within horizon_days), highest first.",
+            ),
+        ),
     ),
     ModelEntry(
         name="lookalike",
@@ -183,6 +237,8 @@ def spec_module(entry: ModelEntry) -> object:
 __all__ = [
     "ALL_VIEWS",
     "CATALOGUE",
+    "CategoryScore",
+    "Output",
     "SEGMENT_MODEL",
     "SERVING_SERVICE",
     "LabelWindows",

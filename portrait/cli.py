@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +32,8 @@ class _OneLineErrors(TyperGroup):
     """
 
     def invoke(self, ctx: click.Context) -> object:
+        from portrait.files import close_scratch
+
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
@@ -41,6 +44,8 @@ class _OneLineErrors(TyperGroup):
                 raise
             logger.debug("command failed", exc_info=True)
             raise _fail(_first_line(exc), code) from None
+        finally:
+            close_scratch()  # the command's temporary files (see _settings)
 
 
 def _expected_error(exc: BaseException) -> int | None:
@@ -49,7 +54,7 @@ def _expected_error(exc: BaseException) -> int | None:
 
     from portrait.backends import BackendUnavailable
 
-    if isinstance(exc, BackendUnavailable):
+    if isinstance(exc, BackendUnavailable) or _database_error(exc):
         return EXIT_UNAVAILABLE
     expected: list[type[BaseException]] = [ValueError, RuntimeError, OSError, LookupError]
     for module, name in (("duckdb", "Error"), ("mlflow.exceptions", "MlflowException")):
@@ -60,7 +65,36 @@ def _expected_error(exc: BaseException) -> int | None:
     return EXIT_BAD_INPUT if isinstance(exc, tuple(expected)) else None
 
 
+def _database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database server that cannot be reached (SQLAlchemy or psycopg)."""
+    import sys
+
+    kinds = [
+        getattr(sys.modules[module], name)
+        for module, name in (("sqlalchemy.exc", "OperationalError"), ("psycopg", "OperationalError"))
+        if module in sys.modules  # only a library that is loaded can have raised
+    ]
+    return bool(kinds) and isinstance(exc, tuple(kinds))
+
+
 def _first_line(exc: BaseException) -> str:
+    from pydantic import ValidationError
+
+    from portrait.files import describe_write_error
+
+    if (disk := describe_write_error(exc)) is not None:  # a full, read-only or forbidden disk
+        return disk
+    if _database_error(exc):  # the server's address, never its password
+        cause = getattr(exc, "orig", None) or exc
+        text = str(cause).strip().splitlines()
+        line = text[0] if text else type(cause).__name__
+        return "database unreachable: " + re.sub(r"://[^/@\s]+@", "://***@", line)  # no credentials
+    if isinstance(exc, ValidationError):  # e.g. a PORTRAIT_* setting: each field and why, never its value
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        return f"invalid {exc.title}: {problems}"
     text = str(exc).strip().splitlines()
     return f"{text[0] if text else type(exc).__name__}"
 
@@ -107,9 +141,15 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
     )
 
 
-def _settings() -> Settings:
+def _settings(*outputs: Path) -> Settings:
+    """The settings of a command that writes: the workspace's folders exist, what killed commands left
+    behind (temporary files here and beside ``outputs``) is removed, and this command's scratch folder is
+    open (removed when the command ends; see ``_OneLineErrors.invoke``)."""
+    from portrait.files import clean_start
+
     settings = get_settings()
     settings.ensure_dirs()
+    clean_start(settings.data_root, settings.scratch_root, outputs)
     return settings
 
 
@@ -509,12 +549,13 @@ def train(
     if trials < 1:
         raise _fail(f"--trials must be at least 1 (got {trials})")
     settings = _settings()
-    from training.tracking import configure
+    from training.tracking import configure, reap_dead_runs
 
     try:
-        configure(settings)  # a dead tracking store is reported before any work
+        client = configure(settings)  # a dead tracking store is reported before any work
     except TrackingUnavailable as exc:
         raise _fail(str(exc), EXIT_UNAVAILABLE) from None
+    reap_dead_runs(client, catalogue.names())  # runs of killed `portrait train`s: FAILED, versions deleted
     checks = {c.name: c for c in _checks(settings, names, windows)}
     table = Table(title="training")
     for col in ("model", "version", "test metric", "promotion", "seconds"):
@@ -578,14 +619,20 @@ def promote_cmd(
     name: Annotated[str, typer.Argument(help="Registered model name.")],
     version: Annotated[str, typer.Argument(help="Version to make champion.")],
 ) -> None:
-    """Deliberately make a version the champion (override of the automatic decision)."""
+    """Deliberately make a version the champion (override of the automatic decision); only a version whose
+    training finished (tagged status=ready) can be."""
     from mlflow.exceptions import MlflowException
 
-    from training.tracking import configure, promote
+    from training.tracking import NotPromotable, TrackingUnavailable, configure, promote
 
-    client = configure(_settings())
+    try:
+        client = configure(_settings())
+    except TrackingUnavailable as exc:
+        raise _fail(str(exc), EXIT_UNAVAILABLE) from None
     try:
         promote(client, name, version)
+    except NotPromotable as exc:
+        raise _fail(f"cannot promote: {exc}") from None
     except MlflowException as exc:
         raise _fail(f"cannot promote {name} v{version}: {exc.message}") from None
     console.print(f"{name} v{version} is now the champion")
@@ -617,7 +664,7 @@ def lookalike_cmd(
         raise _fail("give exactly one of --size or --fraction")
     if not seed.exists():
         raise _fail(f"seed file {seed} does not exist")
-    settings = _settings()
+    settings = _settings(out_file)
     try:
         connect(settings)
         model = mlflow.pyfunc.load_model("models:/lookalike@champion").unwrap_python_model()
@@ -652,6 +699,14 @@ def lookalike_cmd(
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings: 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings: 3000).")] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Allow a non-loopback address with no API keys configured (auth off for everyone who can "
+            "reach it).",
+        ),
+    ] = False,
 ) -> None:
     """Start the HTTP service (BentoML) on the champion models and the online store."""
     import os
@@ -660,8 +715,20 @@ def serve(
 
     settings = _settings()
     host, port = host or settings.host, port or settings.port
-    with socket.socket() as probe:  # BentoML would fail on a busy port with a bare traceback
-        try:
+    insecure = insecure or settings.allow_insecure_bind
+    if not settings.api_keys and not _loopback(host):
+        if not insecure:
+            raise _fail(
+                f"refusing to serve on {host} with no API keys: anyone who can reach it could call every "
+                "route; set PORTRAIT_API_KEYS, bind to 127.0.0.1, or pass --insecure",
+                EXIT_BAD_INPUT,
+            )
+        logger.warning(
+            "INSECURE: serving on %s with no API keys: auth is off for everyone who can reach this address",
+            host,
+        )
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:  # BentoML would fail on a busy port with a bare traceback
             probe.bind((host, port))
         except OSError as exc:
             raise _fail(
@@ -670,6 +737,8 @@ def serve(
                 EXIT_UNAVAILABLE,
             ) from None
     os.environ["PORTRAIT_HOME"] = str(settings.home)
+    if insecure:  # the service checks it too (serving.middleware.LoopbackOnlyWithoutKeys)
+        os.environ["PORTRAIT_ALLOW_INSECURE_BIND"] = "true"
     args = [
         sys.executable,
         "-m",
@@ -683,6 +752,22 @@ def serve(
     ]
     console.print(f"serving on http://{host}:{port} (Ctrl-C to stop)")
     os.execv(sys.executable, args)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is a loopback address only: a name is resolved."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
 @app.command("stream")
@@ -733,10 +818,10 @@ def score(
 
     from features.store import snapshots_on_disk
     from features.tables import PROFILE_VIEW, snapshot_path
-    from portrait.files import atomic_path
+    from portrait.scoring import write_tags
     from serving.tagger import Tagger, freeze_startup_objects
 
-    settings = _settings()
+    settings = _settings(out_file, out_file.with_suffix(".csv"))
     if settings.profile == "cluster" if spark is None else spark:
         from features.spark import java_problem, spark_session
         from portrait.registry import TrackingUnavailable
@@ -776,14 +861,7 @@ def score(
             parts.append(tagger.tags_frame(chunk))
             progress.advance(task, len(chunk))
     frame = pd.concat(parts, ignore_index=True)
-    with atomic_path(out_file) as tmp:
-        if out_file.suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-    if csv and out_file.suffix != ".csv":
-        with atomic_path(out_file.with_suffix(".csv")) as tmp:
-            frame.to_csv(tmp, index=False)
+    write_tags(frame, out_file, csv=csv)  # atomic: a killed run leaves the previous files whole
     console.print(f"{len(frame):,} customers scored -> {out_file}")
     cli_monitor.log_scored(settings, frame)  # the prediction log `portrait monitor` reads
 

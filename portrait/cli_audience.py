@@ -393,7 +393,7 @@ def plan(
         f"seed {curve.seed_known:,} known of {curve.seed_size:,}; about {curve.estimated_similar:,.0f} of "
         f"{curve.candidates:,} candidates are like it"
     )
-    table = Table("", "size", "% of population", "expected precision", "expected recall")
+    table = Table("", "size", "% of population", "expected precision", "90% interval", "expected recall")
     rows = [(name, p) for name, p in curve.presets.items()] + [("", p) for p in curve.points]
     for name, p in rows:
         table.add_row(
@@ -401,9 +401,11 @@ def plan(
             f"{p.size:,}",
             f"{p.fraction:.1%}",
             f"{p.expected_precision:.2f}",
+            f"{p.precision_low:.2f}-{p.precision_high:.2f}",
             f"{p.expected_recall:.2f}",
         )
     out.print(table)
+    out.print(f"note: {curve.note}")
     for warning in curve.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
 

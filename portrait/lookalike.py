@@ -159,6 +159,17 @@ PRESETS: dict[str, float] = {"narrow": 0.025, "balanced": 0.05, "broad": 0.10}
 MAX_SEED_SHARE = 0.5
 PLAN_FOLDS = 5
 PLAN_START_SHARE = 0.05
+PLAN_WINDOW_SHARE = 0.1  # the top window of the class-prior estimate holds at least this share of members
+PLAN_SPLITS = 16  # random halvings of the held-out seed members averaged in the class-prior estimate
+PLAN_BOOTSTRAP = 40  # bootstrap replicates of the held-out members behind the precision intervals
+PLAN_INTERVAL = 0.9  # coverage of the precision intervals
+PLAN_WIDE = 0.25  # a preset's interval wider than this (a quarter of the audience) is reported as uncertain
+PlanPrior = Literal["crossfit", "top"]
+PLAN_ASSUMPTION = (
+    "expected precision assumes the customers most like the seed are of its kind; where customers of "
+    "another kind look the same (overlapping segments) the realised precision is lower, which the seed "
+    "alone cannot show"
+)
 CURVE_FRACTIONS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 
 
@@ -171,6 +182,8 @@ class ReachPoint:
     expected_precision: float  # share of the audience that is like the seed
     expected_recall: float  # share of all seed-like customers (outside the seed) it reaches
     expected_similar: float  # precision x size
+    precision_low: float = 0.0  # the PLAN_INTERVAL bootstrap interval of expected_precision
+    precision_high: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -189,6 +202,10 @@ class ReachCurve:
     presets: dict[str, ReachPoint]
     warnings: list[str] = field(default_factory=list)
     method: str = "classifier"
+    similar_low: float = 0.0  # the PLAN_INTERVAL bootstrap interval of estimated_similar
+    similar_high: float = 0.0
+    prior: str = "crossfit"  # the class-prior estimator (see LookalikeModel.reach_curve)
+    note: str = PLAN_ASSUMPTION
 
 
 # ---- the representation ---------------------------------------------------------------------------------
@@ -702,6 +719,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         exclude_ids: Sequence[str] = (),
         folds: int = PLAN_FOLDS,
         fractions: Sequence[float] = CURVE_FRACTIONS,
+        prior: PlanPrior = "crossfit",
     ) -> ReachCurve:
         """Audience size against expected precision and recall for a seed, before any audience is made.
 
@@ -709,12 +727,21 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
         ``folds`` parts; each part is held out while a classifier is fitted on the rest, and the held-out
         members' ranks among the candidates (everyone not in the seed and not excluded) give the **recall**
         curve R(k): the share of the seed-like customers that the top k reach (held-out members are a random
-        part of them). How many candidates are seed-like, P, comes from the same ranks
-        (:func:`_similar_count`), and the expected **precision** at size k is R(k) x P / k.
+        part of them, so R(k) is unbiased). How many candidates are seed-like, P (the class prior times the
+        candidates), comes from the same ranks, and the expected **precision** at size k is R(k) x P / k.
 
-        The estimate assumes that the customers most like the seed truly are alike (the top of the ranking
-        is pure); where the seed's kind of customer cannot be told apart from others, P and the precision
-        are overestimated. On the synthetic segments see benchmarks/RESULTS.md (Audiences).
+        P is what the seed identifies only up to the positive-unlabelled assumptions: it is the mixture
+        proportion under irreducibility (the customers most like the seed are of its kind; Blanchard et
+        al., 2010; Elkan & Noto's c = |seed| / (|seed| + P) is the same quantity). ``prior="crossfit"``
+        (default, :func:`_similar_crossfit`) picks the top of the ranking on one random half of the held-out
+        members and measures its density on the other half, so the pick's noise does not bias P;
+        ``prior="top"`` is the earlier estimate (:func:`_similar_count`: pick and measure on the same
+        members; P comes out low where the top is pure). Each point carries a bootstrap interval over the
+        held-out members (``precision_low`` .. ``precision_high``, :data:`PLAN_INTERVAL`); a preset whose
+        interval is wider than :data:`PLAN_WIDE` is named in a warning. Where the seed's kind of customer
+        overlaps others, P and the precision are overestimated whatever the estimator, and nothing in the
+        seed shows it (:data:`PLAN_ASSUMPTION`, ``curve.note``); measured on the synthetic segments and UCI
+        Online Retail in benchmarks/RESULTS.md (Audiences).
 
         Refuses (:class:`LookalikeError`) seeds with fewer than :data:`MIN_RECOMMENDED_SEED` known customers
         and seeds holding more than :data:`MAX_SEED_SHARE` of the population; unknown ids are a warning.
@@ -774,18 +801,42 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
                 left = np.searchsorted(ordered, logit[part], side="left")
                 ranks.append((n_cand - right) + (right - left) / 2.0)
         held = np.sort(np.concatenate(ranks))
-        similar = _similar_count(held, n_cand, PLAN_START_SHARE)
+        if prior not in ("crossfit", "top"):
+            raise LookalikeError("bad_prior", f"prior must be crossfit or top, not {prior!r}")
+        plan_rng = np.random.default_rng([self.params.random_seed, len(seed_pos), 1])
+
+        def estimate(members: np.ndarray, splits: int) -> float:
+            if prior == "top":
+                return _similar_count(members, n_cand, PLAN_START_SHARE)
+            return _similar_crossfit(members, n_cand, plan_rng, splits)
+
+        similar = estimate(held, PLAN_SPLITS)
+        sizes = sorted({max(1, min(round(f * n), n_cand)) for f in fractions if f > 0})
+        preset_sizes = {name: max(1, min(round(share * n), n_cand)) for name, share in PRESETS.items()}
+        all_sizes = np.asarray(sorted(set(sizes) | set(preset_sizes.values())), dtype=np.float64)
+        # Bootstrap over the held-out members: P and R(k) re-estimated together (they share the members).
+        boot_similar = np.empty(PLAN_BOOTSTRAP)
+        boot_precision = np.empty((PLAN_BOOTSTRAP, len(all_sizes)))
+        for b in range(PLAN_BOOTSTRAP):
+            resampled = np.sort(held[plan_rng.integers(0, len(held), len(held))])
+            boot_similar[b] = estimate(resampled, 2)
+            recall_b = np.searchsorted(resampled, all_sizes, side="left") / len(resampled)
+            boot_precision[b] = np.minimum(1.0, recall_b * boot_similar[b] / all_sizes)
+        tail = (1.0 - PLAN_INTERVAL) / 2.0
+        low, high = np.quantile(boot_precision, [tail, 1.0 - tail], axis=0)
+        bounds = {int(s): (float(lo), float(hi)) for s, lo, hi in zip(all_sizes, low, high, strict=True)}
 
         def point(size: int) -> ReachPoint:
             recall = float(np.searchsorted(held, size, side="left") / len(held))
             precision = min(1.0, recall * similar / size) if size > 0 else 0.0
+            lo, hi = bounds[size]
             return ReachPoint(size=size, fraction=size / n, expected_precision=precision,
-                              expected_recall=recall, expected_similar=precision * size)  # fmt: skip
+                              expected_recall=recall, expected_similar=precision * size,
+                              precision_low=min(lo, precision), precision_high=max(hi, precision))  # fmt: skip
 
-        sizes = sorted({max(1, min(round(f * n), n_cand)) for f in fractions if f > 0})
         presets = {}
         for name, fraction in PRESETS.items():
-            size = max(1, min(round(fraction * n), n_cand))
+            size = preset_sizes[name]
             if size < round(fraction * n):
                 warnings.append(
                     f"preset {name} is capped at the {n_cand:,} customers outside seed and exclusions"
@@ -793,6 +844,16 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             presets[name] = point(size)
         if similar <= 0:
             warnings.append("the seed does not stand out from the population: expect precision near zero")
+        wide = [f"{k} {p.precision_low:.2f}-{p.precision_high:.2f}" for k, p in presets.items()
+                if p.precision_high - p.precision_low > PLAN_WIDE]  # fmt: skip
+        if wide:
+            warnings.append(
+                "the expected precision is uncertain ("
+                + ", ".join(wide)
+                + f", {PLAN_INTERVAL:.0%} intervals): the seed says little about how many customers are like "
+                "it; a larger seed narrows this"
+            )
+        s_lo, s_hi = np.quantile(boot_similar, [tail, 1.0 - tail])
         return ReachCurve(
             seed_size=len(seed_unique),
             seed_known=int(len(seed_pos)),
@@ -805,6 +866,9 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             points=[point(s) for s in sizes],
             presets=presets,
             warnings=warnings,
+            similar_low=float(min(s_lo, similar)),
+            similar_high=float(max(s_hi, similar)),
+            prior=prior,
         )
 
     # -- the pyfunc interface ------------------------------------------------------------------------------
@@ -925,13 +989,11 @@ def _similar_count(held_ranks: np.ndarray, candidates: int, start_share: float =
     pools the flat top of a ranking into one average, where the raw minimum of k / R(k) would pick its
     noisiest low point.
 
-    Biases, measured (benchmarks/RESULTS.md, Audiences; tests/test_audience_lookalike.py): the fit's largest
-    value is still the best of several noisy averages, so where the top is pure P comes out low and the
-    precision conservative (by about 0.1 on well-separated clusters with 1,000 seed members); where the
-    seed's kind of customer overlaps others the top is not pure, P comes out high, and the two partly cancel
-    on the synthetic segments. Free of the first bias (the top chosen on one half of the held-out members,
-    measured on the other), the estimate was exact on separated clusters but overestimated the synthetic
-    segments' precision more (mean absolute error 0.10-0.16 against 0.13 at the presets, 100,000 customers).
+    Used by ``reach_curve(prior="top")``, the earlier default. Its bias, measured (benchmarks/RESULTS.md,
+    Audiences): the fit's largest value is the best of several noisy averages over the same members, so P
+    comes out low and the precision conservative where the top is pure (by about 0.05 on the synthetic
+    segments, 0.1 on UCI Online Retail's); :func:`_similar_crossfit` removes that bias by picking the top on
+    other members than those it is measured on.
     """
     m = len(held_ranks)
     if m == 0:
@@ -942,6 +1004,51 @@ def _similar_count(held_ranks: np.ndarray, candidates: int, start_share: float =
     fitted = _antitonic(ratio[start:], order[start:])
     top = float(fitted[0]) if len(fitted) else 0.0
     return float(min(1.0 / top, candidates)) if top > 0 else float(candidates)
+
+
+def _top_window(held_ranks: np.ndarray) -> float:
+    """The rank that ends the top of the ranking, picked on sorted held-out ranks: the window [0, K) where
+    the density of seed-like customers, R(K) / K, is largest by a lower confidence bound, (j - sqrt(j)) /
+    (m K) for the j-th of m members (one Poisson standard error; TIcE picks its subsets the same way,
+    Bekker & Davis, 2018), among windows holding at least :data:`PLAN_WINDOW_SHARE` of the members (and
+    20). The bound prefers windows holding many members to a noisy peak of a few."""
+    m = len(held_ranks)
+    j = np.arange(1, m + 1, dtype=np.float64)
+    bound = (j - np.sqrt(j)) / (m * (held_ranks + 1.0))
+    first = min(max(20, int(PLAN_WINDOW_SHARE * m)), m) - 1  # windows of fewer members are noise
+    best = first + int(np.argmax(bound[first:]))
+    return float(held_ranks[best] + 1.0)
+
+
+def _similar_crossfit(
+    held_ranks: np.ndarray, candidates: int, rng: np.random.Generator, splits: int = PLAN_SPLITS
+) -> float:
+    """How many candidates are like the seed: the irreducibility estimate of :func:`_similar_count`,
+    cross-fitted so that picking the top does not bias it.
+
+    The held-out members are halved at random; the top of the ranking (:func:`_top_window`, K) is picked on
+    one half and the density of seed-like customers there, R(K) / K, measured on the other half, and the
+    other way round; the densities of ``splits`` halvings are averaged and P is one over the average (at
+    most ``candidates``). Picked and measured on the same members (:func:`_similar_count`), the top is
+    where those members happen to crowd, so its density comes out high and P low; measured on other members
+    it is unbiased for the picked window. Under the positive-unlabelled assumptions (seed members a random
+    part of the seed-like customers, the top of the ranking of their kind) P is then unbiased up to the
+    window's impurity (Bekker & Davis, 2018, TIcE, bound the same quantity on picked subsets).
+    """
+    held_ranks = np.sort(np.asarray(held_ranks, dtype=np.float64))
+    m = len(held_ranks)
+    if m < 4:
+        return _similar_count(held_ranks, candidates)
+    densities = []
+    for _ in range(max(1, splits)):
+        first = np.zeros(m, dtype=bool)
+        first[rng.permutation(m)[: m // 2]] = True
+        halves = held_ranks[first], held_ranks[~first]
+        for pick, measure in (halves, halves[::-1]):
+            window = _top_window(pick)
+            densities.append(np.searchsorted(measure, window, side="left") / len(measure) / window)
+    density = float(np.mean(densities))
+    return float(min(1.0 / density, candidates)) if density > 0 else float(candidates)
 
 
 def _antitonic(values: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -33,6 +33,10 @@ SMALL_BATCH = 8
 """Up to this many rows, leaves are looked up row by row (:class:`RowLeaves`) and contributions gathered
 densely (cheaper than a predictor's set-up and a sparse matrix)."""
 Frame = pd.DataFrame | Mapping[str, Any]  # a DataFrame, or column name -> 1-D array of equal lengths
+BASE_COLUMN = "base_raw_score"
+"""Training frames' column with each row's base raw score (a model the trees correct, e.g. the log of a
+purchase model's expected value, fitted at that row's snapshot): LightGBM's ``init_score``. A served model
+computes its base itself (:attr:`TagModel.base`)."""
 
 
 class PlattCalibrator:
@@ -166,6 +170,19 @@ class TagModel(mlflow.pyfunc.PythonModel):
     feature_service: str = ""
     target: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    base: Any = None
+    """A model the trees correct (log-link regressors), e.g. :class:`portrait.value.ValueParts`: anything
+    with ``offset(x, columns) -> raw scores`` of a feature matrix, added to the trees' raw score, and
+    ``derive(frame) -> {name: values}`` for the :attr:`derived` features."""
+    derived: list[str] = field(default_factory=list)
+    """Features the trees read that the model derives itself from ``features`` (through ``base``), e.g. the
+    purchase model's P(active): after ``features`` in the matrix, never read from the feature store."""
+
+    @property
+    def columns(self) -> list[str]:
+        """The booster's features: :attr:`features` (from the feature store), then :attr:`derived`."""
+        derived = self.__dict__.get("derived") or []
+        return [*self.features, *derived] if derived else self.features
 
     def __post_init__(self) -> None:
         self._booster: lgb.Booster | None = None
@@ -197,16 +214,19 @@ class TagModel(mlflow.pyfunc.PythonModel):
         """
         # One conversion for training (DataFrames) and serving (columns), so the two cannot drift apart.
         columns = (
-            {f: frame[f].to_numpy() for f in self.features if f in frame}
+            {f: frame[f].to_numpy() for f in self.columns if f in frame}
             if isinstance(frame, pd.DataFrame)
             else frame
         )
-        missing = [f for f in self.features if f not in columns]
+        missing = [f for f in self.columns if f not in columns]
+        if missing and getattr(self, "base", None) is not None and hasattr(self.base, "derive"):
+            columns = {**columns, **self.base.derive(frame)}  # features derived from the base model
+            missing = [f for f in self.columns if f not in columns]
         if missing:
             raise KeyError(f"{self.name}: missing feature columns {missing}")
         n = _n_rows(columns)
-        x = np.empty((n, len(self.features)))
-        for i, name in enumerate(self.features):
+        x = np.empty((n, len(self.columns)))
+        for i, name in enumerate(self.columns):
             values = columns[name]
             cats = self.categories.get(name)
             if cats is not None:  # the training code of each category; anything else is missing
@@ -228,7 +248,14 @@ class TagModel(mlflow.pyfunc.PythonModel):
         return cache[name]
 
     def raw_score(self, x: np.ndarray) -> np.ndarray:
+        if getattr(self, "base", None) is not None:
+            return np.exp(self.booster.predict(x, num_threads=1, raw_score=True) + self.base_offset(x))
         return self.booster.predict(x, num_threads=1)
+
+    def base_offset(self, x: np.ndarray) -> np.ndarray | float:
+        """The base's raw score of each row of ``x`` (0 without a base)."""
+        base = getattr(self, "base", None)
+        return 0.0 if base is None else base.offset(x, self.columns)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Calibrated probability (classifier) or predicted value (regressor)."""
@@ -249,11 +276,11 @@ class TagModel(mlflow.pyfunc.PythonModel):
         pre-summed per feature (:meth:`LeafPaths.leaf_table`), so a row costs one ``n_features`` vector
         addition per tree (a sparse one-hot leaf matrix times that table).
         """
-        table = self.paths.leaf_table(len(self.features))
+        table = self.paths.leaf_table(len(self.columns))
         contrib = tree_sums(
             leaf_positions(self.leaf_indices(x), table.shape[1]), table.reshape(-1, table.shape[2])
         )
-        return np.column_stack([contrib, np.full(len(x), self.paths.bias)])
+        return np.column_stack([contrib, self.paths.bias + np.broadcast_to(self.base_offset(x), len(x))])
 
     def leaf_indices(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         """``(rows, trees)`` leaf index of every row in every tree: a few rows one by one through
@@ -262,7 +289,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         if len(x) <= SMALL_BATCH:
             row_leaves = self.__dict__.get("_row_leaves")
             if row_leaves is None:
-                row_leaves = self.__dict__["_row_leaves"] = RowLeaves(self.booster, len(self.features))
+                row_leaves = self.__dict__["_row_leaves"] = RowLeaves(self.booster, len(self.columns))
             return row_leaves(x)
         # Explicit counts: LightGBM keeps the last OpenMP thread count, so 0 ("default") would stay at 1.
         if threads is None:
@@ -276,7 +303,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
     @property
     def paths(self) -> LeafPaths:
         if getattr(self, "_paths", None) is None:
-            self._paths = LeafPaths.from_booster(self.booster, len(self.features))
+            self._paths = LeafPaths.from_booster(self.booster, len(self.columns))
         return self._paths
 
     def explain(self, frame: Frame, top_k: int = 3) -> pd.DataFrame:
@@ -289,7 +316,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         key = self.__dict__.get("_matrix_key")
         if key is None:
             categories = tuple((k, tuple(v)) for k, v in sorted(self.categories.items()))
-            key = self.__dict__["_matrix_key"] = (tuple(self.features), categories)
+            key = self.__dict__["_matrix_key"] = (tuple(self.columns), categories)
         return key
 
     def scores_and_contributions(
@@ -299,9 +326,10 @@ class TagModel(mlflow.pyfunc.PythonModel):
         expected-value column) of ``x``: :meth:`contributions` for serving, where they only rank and show
         reasons, rounded to 4 decimals. Numeric work only (LightGBM and scipy release the GIL), so it can
         run on a worker thread; ``threads`` as :meth:`leaf_indices`."""
-        table, totals = self.paths.serving_tables(len(self.features))
+        table, totals = self.paths.serving_tables(len(self.columns))
         positions = leaf_positions(self.leaf_indices(x, threads), self.paths.feature.shape[1])
-        return self.paths.bias + totals[positions].sum(axis=1), tree_sums(positions, table)
+        raw = self.paths.bias + totals[positions].sum(axis=1) + self.base_offset(x)
+        return raw, tree_sums(positions, table)
 
     def explain_columns(
         self,
@@ -315,6 +343,10 @@ class TagModel(mlflow.pyfunc.PythonModel):
         ``x`` is :meth:`matrix` of ``frame`` and ``parts`` its :meth:`scores_and_contributions`, when the
         caller already has them (models sharing a matrix; the numeric part done on another thread).
         """
+        base = getattr(self, "base", None)
+        if base is not None and hasattr(base, "derive") and any(f not in frame for f in self.columns):
+            derived = base.derive(frame)  # the reasons show the derived features' values too
+            frame = frame.assign(**derived) if isinstance(frame, pd.DataFrame) else {**frame, **derived}
         if parts is None:
             parts = self.scores_and_contributions(self.matrix(frame) if x is None else x)
         raw, contrib = parts
@@ -331,7 +363,7 @@ class TagModel(mlflow.pyfunc.PythonModel):
         picked = np.take_along_axis(contrib, order, axis=1).astype(np.float64)
         effects = np.round(picked, 4).tolist()
         columns: dict[int, list[Any]] = {}  # feature position -> the frame's column as a list
-        features = self.features
+        features = self.columns
         texts = self.__dict__.get("_describers")  # per feature: (lowers, raises) -> text of a value
         if texts is None:
             texts = self.__dict__["_describers"] = [

@@ -41,6 +41,9 @@ PHRASES: dict[str, str] = {
     "gender": "gender {raw}",
     "age_band": "age band {raw}",
     "channel": "acquired through {raw}",
+    "btyd_p_active": "active with probability {p} (purchase model)",
+    "btyd_orders": "{v} orders expected by the purchase model",
+    "btyd_order_value": "expected order value {v} (purchase model)",
 }
 
 WINDOW_PHRASES = {

@@ -25,7 +25,6 @@ import logging
 import math
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ import pandas as pd
 from features import realtime
 from features.tables import PROFILE_VIEW, snapshot_files, snapshot_path, snapshots
 from portrait import catalogue
+from portrait.files import publish, temp_beside
 from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.model import TagModel
 from portrait.settings import Settings
@@ -143,8 +143,26 @@ def _fields(champions: Champions) -> list[tuple[str, str, bool]]:
     return out
 
 
+def spark_schema(champions: Champions, probe: pd.DataFrame) -> str:
+    """The Spark schema of the tags: :func:`output_columns`' types, with the columns in the order and number
+    ``probe`` (:func:`tags_frame` of a few customers) has them -- models with catalogue outputs add columns
+    (``value_p10``, ``category_<name>``, ...) that only the model knows: numbers, as doubles."""
+    known = dict(output_columns(champions))
+    kinds = []
+    for column in probe.columns:
+        kind = known.get(column)
+        if kind is None:
+            series = probe[column]
+            kind = "boolean" if pd.api.types.is_bool_dtype(series) else "double"
+            if not (kind == "boolean" or pd.api.types.is_numeric_dtype(series)):
+                kind = "string"
+        kinds.append(f"{column} {kind}")
+    return ", ".join(kinds)
+
+
 def output_columns(champions: Champions) -> list[tuple[str, str]]:
-    """The tags' columns and Spark SQL types, in ``Tagger.tags_frame``'s order."""
+    """The tags' base columns and Spark SQL types, in ``Tagger.tags_frame``'s order (see :func:`spark_schema`
+    for the columns of the models' extra outputs)."""
     columns = [("customer_id", "string")]
     for _, prefix, is_value in _fields(champions):
         columns += [
@@ -202,6 +220,22 @@ def tags_frame(
         out[f"{prefix}_tier"] = np.asarray(tiers, dtype=object)
         out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in items) for items in reasons]
         out[f"{prefix}_model_version"] = champions.versions[name]
+    for name, prefix, _ in _fields(
+        champions
+    ):  # the catalogue's extra outputs, as Tagger.tags_frame adds them
+        entry, base = catalogue.get(name), getattr(champions.models[name], "base", None)
+        if not entry.outputs or base is None or not hasattr(base, "served"):
+            continue
+        _, flat = base.served(
+            known,
+            results[name][0],
+            stamps,
+            known["customer_id"].tolist(),
+            [o.name for o in entry.outputs],
+            prefix=prefix,
+        )
+        for column, values in flat.items():
+            out[column] = values
     segment = results.get(catalogue.SEGMENT_MODEL)
     segment_tiers = segment[1] if segment is not None else [None] * n
     get = {c: _values(known, c, n) for c in TAG_INPUTS}
@@ -345,7 +379,7 @@ def _share(session: SparkSession, champions: Champions) -> Callable[[], Champion
 def _publish_folder(staging: Path, target: Path) -> None:
     """Move a finished output folder into place (replacing a previous output of the same name)."""
     if target.exists():
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.old")
+        old = temp_beside(target, directory=target.is_dir())  # a new, empty entry the old output replaces
         target.rename(old)
         staging.rename(target)
         if old.is_dir():
@@ -383,7 +417,8 @@ def score_on_spark(
         c for c in TAG_INPUTS if c in frame.columns and c not in champions.features()
     ]
     partitions = settings.score_partitions or 2 * _parallelism(session)
-    schema = ", ".join(f"{name} {kind}" for name, kind in output_columns(champions))
+    probe = next(score_partition(iter([frame.limit(64).toPandas()]), lambda: champions, features, now, 0.0))
+    schema = spark_schema(champions, probe)
     shared = _share(session, champions)
     cart_hours = settings.cart_abandon_hours
     tags = frame.repartition(partitions, "customer_id").mapInPandas(
@@ -395,14 +430,14 @@ def score_on_spark(
     if csv and out.suffix != ".csv":
         targets.append(out.with_suffix(".csv"))
     staged: list[tuple[Path, Path]] = []
-    parquet = first.with_name(f".{first.name}.{uuid.uuid4().hex[:12]}.spark")
+    parquet = temp_beside(first, directory=True)  # Spark overwrites the new, empty folder
     try:
         tags.write.mode("overwrite").parquet(str(parquet))
         for target in targets:
             if target.suffix != ".csv":
                 staged.append((parquet, target))
                 continue
-            staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.spark")
+            staging = temp_beside(target, directory=True)
             session.read.parquet(str(parquet)).write.mode("overwrite").option("header", True).csv(
                 str(staging)
             )
@@ -418,6 +453,32 @@ def score_on_spark(
     return ScoreRun(snapshot, customers, partitions, targets, seconds)
 
 
+def write_tags(frame: pd.DataFrame, out: Path, *, csv: bool = False) -> list[Path]:
+    """Write the tags to ``out`` (CSV if it ends in ``.csv``, else Parquet) and, with ``csv``, a CSV beside
+    it; returns the files written.
+
+    Each is written to a new temporary file beside its target (see :mod:`portrait.files`), and they are
+    moved into place together once all are complete, so a failing or killed run leaves the previous outputs
+    whole and no partial file under a final name.
+    """
+    out = Path(out)
+    targets = [out] + ([out.with_suffix(".csv")] if csv and out.suffix != ".csv" else [])
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target in targets:
+            tmp = temp_beside(target)
+            staged.append((tmp, target))
+            if target.suffix == ".csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
+        publish(staged)
+    finally:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+    return targets
+
+
 __all__ = [
     "Champions",
     "ScoreRun",
@@ -426,7 +487,9 @@ __all__ = [
     "latest_snapshot",
     "load_champions",
     "output_columns",
+    "spark_schema",
     "score_on_spark",
     "score_partition",
     "tags_frame",
+    "write_tags",
 ]

@@ -19,12 +19,20 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from portrait.backends import normalize_postgres_url
 
 Profile = Literal["local", "production", "cluster"]
+API_SCOPES: tuple[str, ...] = (
+    "tags:read",
+    "lookalike:create",
+    "events:write",
+    "audiences:read",
+    "audiences:write",
+)
+"""The scopes an API key may carry (``serving.web.ROUTE_SCOPES`` says which route needs which)."""
 
 
 def _repo_root() -> Path:
@@ -114,6 +122,19 @@ class Settings(BaseSettings):
         description="Rows per online-store write while materializing (bounds memory for millions of rows).",
     )
 
+    @field_validator("api_keys")
+    @classmethod
+    def _known_scopes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Every scope of every key is one of :data:`API_SCOPES` (a typo would silently deny a caller)."""
+        for n, scopes in enumerate(value.values(), start=1):
+            unknown = sorted(set(scopes) - set(API_SCOPES))
+            if unknown:  # the key itself is a secret: named by its position only
+                raise ValueError(
+                    f"API key #{n} has unknown scope(s) {', '.join(map(repr, unknown))}; valid scopes: "
+                    f"{', '.join(API_SCOPES)}"
+                )
+        return value
+
     @field_validator("postgres_url", "mlflow_tracking_uri")
     @classmethod
     def _psycopg_driver(cls, value: str | None) -> str | None:
@@ -168,7 +189,37 @@ class Settings(BaseSettings):
     )
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="API key -> scopes ('tags:read', 'lookalike:create'). Empty: auth disabled (local only).",
+        description="API key -> scopes (one of API_SCOPES). Empty: auth disabled, and the service answers "
+        "only on a loopback address unless allow_insecure_bind.",
+    )
+
+    # HTTP boundary (issue 22).
+    allow_insecure_bind: bool = Field(
+        False,
+        description="Serve on a non-loopback address with no API keys (auth off for everyone who can reach "
+        "it); `portrait serve --insecure` sets it. Otherwise refused at start and per request.",
+    )
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body, in bytes (413 beyond; the body is not read further). Sized from "
+        "the largest /v1/tags call: 10,000 ids of 128 characters of up to 4 UTF-8 bytes, quoted (5.2 MB), "
+        "and a /v1/events batch of 10,000 items.",
+    )
+    max_bulk_request_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest body of the routes that take customer-id lists (/v1/lookalike, /v1/audiences "
+        "create, plan, members, outcomes): e.g. 1,000,000 ids of up to 60 characters.",
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest total size of a request's header names and values (431)."
+    )
+    max_json_depth: int = Field(
+        64,
+        ge=2,
+        description="Deepest nesting of arrays and objects in a JSON body (400 beyond); the deepest legitimate "
+        "request is an audience filter tree.",
     )
 
     # Monitoring (issue 17).
@@ -349,6 +400,20 @@ class Settings(BaseSettings):
         description="Socket timeout of an online-store load's own Redis connection (big pipelines).",
     )
 
+    # Temporary files (issue 22).
+    scratch_dir: Path | None = Field(
+        None,
+        description="Where each command keeps its temporary files and DuckDB spills (a folder per process, "
+        "removed at exit, or at the next start if the process was killed); default: <home>/data/tmp.",
+    )
+
+    # Audit trail (issue 22).
+    audit_secret: SecretStr | None = Field(
+        None,
+        description="Key of the HMAC-SHA256 fingerprint that names an API key in the audit log; default: a "
+        "random key generated once per workspace into <home>/data/audit_secret (mode 0600). Never logged.",
+    )
+
     # ---- derived paths -------------------------------------------------------------------------
     @property
     def data_root(self) -> Path:
@@ -384,12 +449,23 @@ class Settings(BaseSettings):
         return self.data_root / "feast"
 
     @property
+    def scratch_root(self) -> Path:
+        """Temporary files of running commands (``scratch_dir``, default ``data/tmp``)."""
+        return self.scratch_dir or self.data_root / "tmp"
+
+    @property
     def mlruns_dir(self) -> Path:
         return self.home / "mlruns"
 
     @property
     def audit_log(self) -> Path:
-        return self.data_root / "audit" / "lookalike.jsonl"
+        """The audit trail of privileged calls, allowed or denied (:mod:`portrait.audit`), one JSON line each."""
+        return self.data_root / "audit" / "audit.jsonl"
+
+    @property
+    def audit_secret_file(self) -> Path:
+        """Where the generated audit fingerprint key is kept when ``audit_secret`` is not set."""
+        return self.data_root / "audit_secret"
 
     @property
     def feast_project_name(self) -> str:

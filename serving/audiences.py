@@ -9,7 +9,7 @@ model versions and snapshot) and maps errors to 4xx / 503 bodies naming the prob
 
 Scopes (``serving.web.ROUTE_SCOPES``): ``audiences:write`` to create, plan, change and delete,
 ``audiences:read`` to list, show, export and read insight. Every create, export and delete is audited in
-``data/audit/audiences.jsonl`` with the caller's API-key fingerprint.
+the audit trail (``portrait.audit``) with the caller's keyed API-key fingerprint.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ SCORE_BATCH = 10_000
 TAG_COLUMNS_DROPPED = ("_reasons", "_model_version")
 FEATURE_COLUMNS_DROPPED = ("event_timestamp", "created_timestamp")
 PARQUET_TYPE = "application/vnd.apache.parquet"
+NO_HOLDOUT = "The audience has no holdout yet: split it first (control_share)."
 
 
 def route(method: str, path: str = "") -> str:
@@ -287,6 +288,7 @@ def plan_lookalike(body: AudiencePlanRequest, service: Service) -> AudiencePlan:
         curve=[_point(p) for p in curve.points],
         presets={k: _point(p) for k, p in curve.presets.items()},
         warnings=curve.warnings,
+        note=curve.note,
     )
 
 
@@ -321,7 +323,10 @@ def delete_audience(audience_id: str, request: Request, service: Service) -> Aud
     dependencies=[require_key(route("GET", "/{audience_id}/export"))],
     operation_id="portrait__audiences_export",
     response_class=Response,
-    responses={200: {"content": {"text/csv": {}, PARQUET_TYPE: {}}, "description": "The members."}},
+    responses={
+        200: {"content": {"text/csv": {}, PARQUET_TYPE: {}}, "description": "The members."},
+        409: {"description": NO_HOLDOUT},
+    },
 )
 def export_audience(
     audience_id: str,
@@ -402,6 +407,7 @@ def add_members(audience_id: str, body: MembersRequest, request: Request, servic
     "/{audience_id}/outcomes",
     dependencies=[require_key(route("POST", "/{audience_id}/outcomes"))],
     operation_id="portrait__audiences_outcomes",
+    responses={409: {"description": NO_HOLDOUT}},
 )
 def record_outcomes(
     audience_id: str, body: OutcomesRequest, request: Request, service: Service

@@ -16,12 +16,23 @@ internal, named here and pinned by ``tests/serving/test_bentoml_internals.py``:
   log_exception``); this filter on that logger turns the records of client errors (4xx) into one WARNING line.
 
 :data:`APP_TAG_NAME` is the OpenAPI tag BentoML files its APIs under, so the FastAPI routes join them in the UI.
+
+Two more for the HTTP contract (issue 22):
+
+* :func:`openapi_dict` -- the service's OpenAPI document as BentoML builds it (``Service.openapi_spec``, an
+  ``OpenAPISpecification``, as a dict); it gives every BentoML API the error responses of
+  :data:`BENTOML_ERROR_SCHEMAS` (component names), which ``serving.web.contract_spec`` replaces.
+* :func:`swagger_page` -- BentoML's Swagger UI page (``_bentoml_impl/server/main-openapi.html``, served at
+  ``/``) without its Google Tag Manager blocks, the one third-party script it loads.
+* :func:`strict_json_input` also makes the API's input model refuse unknown fields (``extra="forbid"``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bentoml
@@ -34,6 +45,13 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
 APP_TAG_NAME: str = APP_TAG.name
+BENTOML_ERROR_SCHEMAS: tuple[str, ...] = ("InvalidArgument", "NotFound", "InternalServerError")
+"""The components BentoML documents its APIs' 400 / 404 / 500 with (``_bentoml_sdk.service.openapi``)."""
+SWAGGER_TEMPLATE = "main-openapi.html"
+"""BentoML's Swagger UI page, next to ``_bentoml_impl.server.app`` (its index route serves it at ``/``)."""
+_TAG_MANAGER = re.compile(
+    r"\s*<!-- Google Tag Manager( \(noscript\))? -->.*?<!-- End Google Tag Manager( \(noscript\))? -->", re.S
+)
 API_ERROR_LOGGER = "bentoml._internal.server.http_app"
 """The logger of BentoML's ``log_exception``, which its API wrapper calls for every failed API call."""
 
@@ -99,13 +117,31 @@ def _strict_spec(spec: type[bentoml.IODescriptor], check: RequestCheck | None) -
                 raise _validation_error(cls, "request_refused", refused, ())
         return data
 
-    # Same name and module: BentoML names the OpenAPI components after the spec class.
+    # Same name and module: BentoML names the OpenAPI components after the spec class. Unknown fields are
+    # refused (a 400 naming them), the same on every API.
     strict = type(
         spec.__name__,
         (spec,),
-        {"__module__": spec.__module__, "from_http_request": classmethod(from_http_request)},
+        {
+            "__module__": spec.__module__,
+            "from_http_request": classmethod(from_http_request),
+            "model_config": {**spec.model_config, "extra": "forbid"},
+        },
     )
     return strict
+
+
+def openapi_dict(service: Any) -> dict[str, Any]:
+    """The OpenAPI document BentoML builds for ``service`` (the ``@bentoml.service`` class), as a dict."""
+    return service.openapi_spec.asdict()
+
+
+def swagger_page() -> str:
+    """BentoML's Swagger UI page without the Google Tag Manager script (and its noscript iframe)."""
+    import _bentoml_impl.server.app as bentoml_app
+
+    page = (Path(bentoml_app.__file__).parent / SWAGGER_TEMPLATE).read_text(encoding="utf-8")
+    return _TAG_MANAGER.sub("", page)
 
 
 def _validation_error(cls: type, kind: str, message: str, loc: tuple[Any, ...]) -> ValidationError:

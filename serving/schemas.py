@@ -9,11 +9,27 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 from typing_extensions import TypedDict
 
+from features.contract import CUSTOMER_ID_MAX_LENGTH, CUSTOMER_ID_PATTERN, CUSTOMER_ID_RULE
 from portrait import catalogue
 from portrait.predlog import Card, DriftSummary, Evaluation, Pending
 
 MAX_IDS = 10_000
-CustomerId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+CustomerId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=CUSTOMER_ID_MAX_LENGTH, pattern=CUSTOMER_ID_PATTERN),
+    Field(description=CUSTOMER_ID_RULE),
+]
+"""A customer id as the validator accepts it (``features.contract``): the same rule on both sides."""
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response (4xx / 5xx) of every route."""
+
+    error: str = Field(description="What went wrong, in one line, naming the field, limit or setting.")
+    detail: list[dict[str, Any]] | None = Field(
+        None, description="Validation errors, one per problem: `type`, `loc` (where) and `msg`."
+    )
+    reasons: list[str] | None = Field(None, description="503: why the service cannot answer now.")
 
 
 # A TypedDict rather than a model: a 1,000-customer response holds 9,000 reasons, and validating them as
@@ -84,8 +100,12 @@ def _customer_tags_model() -> type[BaseModel]:
     }
     for entry in catalogue.tag_models():
         assert entry.response_field is not None
+        tag_type = TAG_TYPES[entry.kind]
+        if entry.outputs:  # the catalogue's extra fields of this model's tag (e.g. the value's range)
+            extra = {o.name: (o.type | None, Field(None, description=o.description)) for o in entry.outputs}
+            tag_type = create_model(f"{tag_type.__name__}_{entry.name}", __base__=tag_type, **extra)
         fields[entry.response_field] = (
-            TAG_TYPES[entry.kind] | None,
+            tag_type | None,
             Field(None, description=f"{entry.description} (model '{entry.name}'; see horizon_days)."),
         )
     fields |= {
@@ -143,9 +163,18 @@ class TagsRequest(BaseModel):
 
 
 class LookalikeRequest(BaseModel):
-    """A seed audience and what to return."""
+    """A seed audience and what to return: exactly one of ``size`` and ``fraction``."""
 
-    model_config = ConfigDict(extra="forbid")
+    # "Exactly one of size / fraction" for schema readers (a null counts as absent).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["size"], "properties": {"size": {"type": "integer"}}},
+                {"required": ["fraction"], "properties": {"fraction": {"type": "number"}}},
+            ]
+        },
+    )
 
     seed_ids: list[CustomerId] = Field(
         min_length=1, max_length=1_000_000, description="Seed customers (at least 100 recommended)."
@@ -233,7 +262,7 @@ class Health(BaseModel):
 class EventIn(BaseModel):
     """A behavioural event as the contract's events input; checked item by item with the batch rules."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented, never coerced
 
     event_id: str | None = Field(
         None, max_length=256, description="Idempotency key; default: a hash of the other fields."
@@ -248,7 +277,7 @@ class EventIn(BaseModel):
 class TransactionIn(BaseModel):
     """An order line as the contract's transactions input; idempotent by ``order_id`` and ``line``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented, never coerced
 
     order_id: str | None = Field(None, description="Order identifier.")
     line: int = Field(0, ge=0, description="Line number within the order (0 for a one-line order).")
@@ -264,7 +293,17 @@ MAX_EVENTS = 10_000
 
 
 class EventsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """At least one item, in ``events`` or ``transactions``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["events"], "properties": {"events": {"minItems": 1}}},
+                {"required": ["transactions"], "properties": {"transactions": {"minItems": 1}}},
+            ]
+        },
+    )
 
     events: list[EventIn] = Field(default_factory=list, max_length=MAX_EVENTS)
     transactions: list[TransactionIn] = Field(default_factory=list, max_length=MAX_EVENTS)
@@ -391,6 +430,8 @@ class ReachPointOut(BaseModel):
     expected_precision: float = Field(description="Expected share of the audience that is like the seed.")
     expected_recall: float = Field(description="Expected share of all seed-like customers reached.")
     expected_similar: float = Field(description="Expected seed-like customers in the audience.")
+    precision_low: float = Field(0.0, description="Lower end of the 90% interval of expected_precision.")
+    precision_high: float = Field(1.0, description="Upper end of the 90% interval of expected_precision.")
 
 
 class AudiencePlan(BaseModel):
@@ -407,6 +448,7 @@ class AudiencePlan(BaseModel):
     curve: list[ReachPointOut]
     presets: dict[str, ReachPointOut]
     warnings: list[str] = Field(default_factory=list)
+    note: str = Field("", description="The assumption behind expected precision (overlapping segments).")
 
 
 class HoldoutRequest(BaseModel):

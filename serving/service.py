@@ -23,10 +23,8 @@ Start with ``portrait serve`` or ``bentoml serve serving.service:Portrait``. Set
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import bentoml
@@ -37,13 +35,21 @@ from starlette.responses import JSONResponse
 from features import realtime
 from features.landing import Landing
 from features.validate import ContractError
-from portrait import catalogue, predlog
+from portrait import audit, catalogue, predlog
+from portrait.audit import AuditUnavailable
 from portrait.backends import BackendUnavailable
 from portrait.lookalike import ExpansionRequest, LookalikeError
 from portrait.settings import get_settings
 from serving import bentoml_internals
+from serving.auditing import AuditMiddleware, unavailable_response
 from serving.metrics import tag_metrics
-from serving.middleware import ApiKeyMiddleware, ServiceUnavailableMiddleware
+from serving.middleware import (
+    ApiKeyMiddleware,
+    ContractMiddleware,
+    LoopbackOnlyWithoutKeysMiddleware,
+    RequestLimitsMiddleware,
+    ServiceUnavailableMiddleware,
+)
 from serving.schemas import (
     MAX_IDS,
     CustomerId,
@@ -78,6 +84,15 @@ pydantic's JSON encoder."""
 
 web = create_app()
 """The FastAPI app mounted on the service (BentoML takes it at class decoration): the GET routes below."""
+
+
+async def _audit_unavailable(request: Any, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AuditUnavailable)
+    logger.error("503 on %s %s: %s", request.method, request.url.path, exc.message)
+    return unavailable_response(exc.message)
+
+
+web.add_exception_handler(AuditUnavailable, _audit_unavailable)
 
 LOG_FLUSH_ROWS = 5_000
 LOG_FLUSH_S = 60.0
@@ -234,7 +249,11 @@ class Portrait:
             logger.warning("503 on %s: %s", LOOKALIKE_ROUTE, "; ".join(reasons))
             return _json_error(ctx, 503, {"error": "service unavailable", "reasons": reasons})
         version = self.tagger.versions.get("lookalike", "")
-        self._audit(ctx, req, result.returned, result.method, version, time.perf_counter() - started)
+        try:
+            self._audit(ctx, req, result.returned, result.method, version, time.perf_counter() - started)
+        except AuditUnavailable as exc:  # an audience nobody can trace is not handed out
+            logger.error("503 on %s: %s", LOOKALIKE_ROUTE, exc.message)
+            return _json_error(ctx, 503, {"error": audit.UNAVAILABLE, "reasons": [exc.message]})
         return LookalikeResponse(
             audience=[{"customer_id": c, "score": s} for c, s in result.audience],
             method=result.method,
@@ -257,9 +276,13 @@ class Portrait:
         version: str,
         seconds: float,
     ) -> None:
-        line = {
-            "at": datetime.now(UTC).isoformat(),
-            "caller": caller_of(ctx.request.headers, self.settings),
+        """One record of the audit trail (:mod:`portrait.audit`; the HTTP layer adds caller, client, request
+        id and action); raises :class:`~portrait.audit.AuditUnavailable` when it cannot be written."""
+        line: dict[str, Any] = (
+            {} if audit.CURRENT.get() else {"caller": caller_of(ctx.request.headers, self.settings)}
+        )
+        line |= {
+            "operation": "lookalike",
             "seed_size": len(req.seed_ids),
             "audience_size": returned,
             "requested": req.size if req.size is not None else req.fraction,
@@ -269,10 +292,7 @@ class Portrait:
             "model_version": version,
             "ms": round(seconds * 1000, 1),
         }
-        path = self.settings.audit_log
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line) + "\n")
+        audit.record(self.settings.audit_log, line)
 
     @web.head(MODELS_ROUTE, dependencies=[require_key(MODELS_ROUTE)], include_in_schema=False)
     @web.get(
@@ -385,9 +405,16 @@ class Portrait:
 
 
 def add_middlewares(service: Any) -> None:
-    """The ASGI middlewares every Portrait service carries (also ``benchmarks/portrait_variant.py``'s)."""
+    """The ASGI middlewares every Portrait service carries (also ``benchmarks/portrait_variant.py``'s), the
+    outermost first: the loopback-only rule without keys, the API keys of BentoML's APIs, the request
+    limits (before anything parses a body), the reasons in 503s, and the contract (documentation routes, JSON
+    bodies for Starlette's own 404 / 405)."""
+    service.add_asgi_middleware(AuditMiddleware)  # outermost: request ids, and it sees every refusal
+    service.add_asgi_middleware(LoopbackOnlyWithoutKeysMiddleware)
     service.add_asgi_middleware(ApiKeyMiddleware)
+    service.add_asgi_middleware(RequestLimitsMiddleware)
     service.add_asgi_middleware(ServiceUnavailableMiddleware, overload_routes=(TAGS_ROUTE,))
+    service.add_asgi_middleware(ContractMiddleware, bento=service)
 
 
 add_middlewares(Portrait)

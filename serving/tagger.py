@@ -27,7 +27,7 @@ from pydantic import TypeAdapter
 
 from features import realtime
 from features import store as fs
-from portrait import catalogue
+from portrait import audit, catalogue
 from portrait.backends import BackendUnavailable
 from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.lookalike import ExpansionRequest, ExpansionResult, LookalikeModel
@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 _TAGS = TypeAdapter(list[CustomerTags])
 SIGNATURE_TTL_S = 5.0
 """How long the registry's materialization signature is trusted before it is read again."""
+STORE_ERROR_FRESH_S = 1.0
+"""How long readiness reuses the online store's last failure instead of probing again: the 503 that
+follows a failed read asks readiness for its reasons, and a second probe of a frozen Redis would double
+the caller's wait (``redis_timeout_s`` each)."""
 SIGNATURE_REFRESH_S = 1.0
 """How often, at most, a sentinel naming another materialization makes the registry be read past its cache."""
 HEADLINE_METRICS = (
@@ -84,7 +88,7 @@ class Tagger:
         self.infos: dict[str, ModelInfo] = {}
         self.load_errors: dict[str, str] = {}
         self.unregistered: set[str] = set()  # catalogue models without a champion (not an error by default)
-        self.store_error: str | None = None
+        self.store_error = None  # a property: the time of a failure is kept with it
         self.store: FeatureStore | None = None
         self._refs: list[str] = []
         self._realtime_view: Any = None  # the registered real-time view (features.realtime), if any
@@ -154,7 +158,7 @@ class Tagger:
             if catalogue.get(name).kind == "lookalike":
                 self.lookalike = model
             else:
-                model.paths.leaf_table(len(model.features))  # build the explain tables now, not per request
+                model.paths.leaf_table(len(model.columns))  # build the explain tables now, not per request
                 self.models[name] = model
             logger.info("loaded %s v%s", name, mv.version)
 
@@ -194,6 +198,16 @@ class Tagger:
             self._realtime_view = None
 
     @property
+    def store_error(self) -> str | None:
+        """Why the online store failed last (None: it answered since)."""
+        return self._store_error
+
+    @store_error.setter
+    def store_error(self, value: str | None) -> None:
+        self._store_error = value
+        self._store_failed_at = time.monotonic() if value else None
+
+    @property
     def versions(self) -> dict[str, str]:
         return {name: info.version for name, info in self.infos.items()}
 
@@ -203,7 +217,11 @@ class Tagger:
 
         A store without the marker of a load (:func:`features.store.load_marker`) has lost its data (a Redis
         that restarted empty) or was never loaded: it answers, but every customer would be unknown.
+        A failure recorded less than :data:`STORE_ERROR_FRESH_S` ago is returned without a new probe.
         """
+        failed_at = self._store_failed_at
+        if self._store_error and failed_at is not None and time.monotonic() - failed_at < STORE_ERROR_FRESH_S:
+            return self._store_error
         try:
             store = self._open_store()
             if self._refs:
@@ -252,6 +270,9 @@ class Tagger:
         store = self.check_store()
         if store:
             reasons.append(store)
+        trail = audit.problem(self.settings.audit_log)  # privileged calls are refused while it fails
+        if trail:
+            reasons.append(trail)
         return reasons
 
     # -- tags ----------------------------------------------------------------------------------------
@@ -477,6 +498,26 @@ class Tagger:
             {},
         )
 
+    def _outputs(
+        self, known: dict[str, np.ndarray], results: dict[str, Any]
+    ) -> dict[str, tuple[dict[str, list[Any]], dict[str, Any]]]:
+        """Per model with catalogue outputs: its extra tag fields (name -> one value per known customer)
+        and its flat export columns, from the model's parts (``model.base.served``)."""
+        out = {}
+        for name, (scores, _, _) in results.items():
+            entry, base = catalogue.get(name), getattr(self.models[name], "base", None)
+            if not entry.outputs or base is None or not hasattr(base, "served"):
+                continue
+            out[name] = base.served(
+                known,
+                scores,
+                known["_features_ts"],
+                known["customer_id"].tolist(),
+                [o.name for o in entry.outputs],
+                prefix=entry.response_field or name,
+            )
+        return out
+
     def _tag_fields(self) -> list[tuple[str, str, str, bool, int | None]]:
         """Per loaded tag model, in catalogue order: ``(model, response field, score field, is value,
         horizon days)``."""
@@ -505,8 +546,9 @@ class Tagger:
         edges = self._rfm_edges()
         n_known = len(known["customer_id"])
         fields = {name: rest for name, *rest in self._tag_fields()}
+        outputs = self._outputs(known, results)
         per_model = [
-            (*fields[name], scores.tolist(), tiers, reasons)
+            (*fields[name], scores.tolist(), tiers, reasons, outputs.get(name, ({}, {}))[0])
             for name, (scores, tiers, reasons) in results.items()
         ]
         recency, tenure, orders, spend = (
@@ -538,13 +580,15 @@ class Tagger:
                 row["oneid"] = resolved[i]
             if unavailable:
                 row["unavailable"] = unavailable
-            for field, score_field, is_value, horizon, scores, tiers, reasons in per_model:
+            for field, score_field, is_value, horizon, scores, tiers, reasons, extra in per_model:
                 row[field] = {
                     score_field: max(scores[k], 0.0) if is_value else scores[k],
                     "tier": tiers[k],
                     "horizon_days": horizon,
                     "reasons": reasons[k],
                 }
+                for output, values in extra.items():  # the catalogue's extra fields (e.g. the value's range)
+                    row[field][output] = values[k]
             row["lifecycle_stage"] = lifecycle_stage(
                 recency[k], tenure[k], segment_tiers[k] if segment_tiers is not None else None
             )
@@ -595,6 +639,9 @@ class Tagger:
             out[f"{prefix}_tier"] = np.asarray(tiers, dtype=object)
             out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in items) for items in reasons]
             out[f"{prefix}_model_version"] = self.versions[name]
+        for flat in (columns for _, columns in self._outputs(known, results).values()):
+            for column, values in flat.items():  # e.g. value_p10, category_<name> (audience filters)
+                out[column] = values
         segment = results.get(catalogue.SEGMENT_MODEL)
         churn_tiers = segment[1] if segment is not None else [None] * n_known
         get = {

@@ -13,8 +13,10 @@ middleware guarding BentoML's own API routes (``serving.middleware.ApiKeyMiddlew
 
 from __future__ import annotations
 
-import hashlib
+import hmac
+import json
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -27,7 +29,9 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from portrait import audit
 from portrait.settings import Settings
+from serving.schemas import ErrorBody
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +104,7 @@ def check_key(
         return None
     if not key:
         return Denied(401, MISSING_KEY, {"WWW-Authenticate": "Bearer"})
-    scopes = api_keys.get(key)
+    scopes = _scopes_of(key, api_keys)
     if scopes is None:
         return Denied(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
     if scope and scope not in scopes:
@@ -108,13 +112,21 @@ def check_key(
     return None
 
 
+def _scopes_of(key: str, api_keys: Mapping[str, Sequence[str]]) -> Sequence[str] | None:
+    """The scopes of ``key`` (None: not a configured key), comparing it with every configured key in
+    constant time (``hmac.compare_digest``), so the time taken does not tell how much of a guess was right."""
+    given = key.encode()
+    found: Sequence[str] | None = None
+    for known, scopes in api_keys.items():
+        if hmac.compare_digest(given, known.encode()):
+            found = scopes
+    return found
+
+
 def caller_of(headers: Mapping[str, str], settings: Settings) -> str:
-    """Who called, for the audit log: a fingerprint of the API key (never the key itself)."""
+    """Who called, for the audit log: a keyed fingerprint of the API key (:func:`portrait.audit.caller`)."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    key = key_from(lowered.get("authorization"), lowered.get("x-api-key"))
-    if not key:
-        return "anonymous (auth disabled)" if not settings.api_keys else "anonymous"
-    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return audit.caller(key_from(lowered.get("authorization"), lowered.get("x-api-key")), settings)
 
 
 def require_key(route: str) -> Any:
@@ -137,9 +149,20 @@ def require_key(route: str) -> Any:
     return Security(authorized)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` safe for one log line: control characters escaped (a path or field can hold a newline)."""
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def log_client_error(status: int, method: str, path: str, message: str) -> None:
     """One line at WARNING for a request refused with a 4xx: the caller's mistake, not the service's."""
-    logger.warning("client error %d on %s %s: %s", status, method, path, message)
+    logger.warning(
+        "client error %d on %s %s: %s", status, one_line(method, 20), one_line(path), one_line(message)
+    )
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -165,6 +188,69 @@ def add_error_handlers(app: FastAPI) -> None:
     """JSON error bodies ``{"error": ...}`` like BentoML's, and client errors logged as one WARNING line."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+
+ERROR_RESPONSES: dict[str, str] = {
+    "400": "Bad request: malformed or invalid JSON (a BentoML API: the fields in `detail`), JSON nested "
+    "deeper than `max_json_depth`, or a domain error (e.g. an unknown seed).",
+    "401": "Missing or unknown API key (when API keys are configured).",
+    "403": "The API key lacks the route's scope, or auth is off and the request did not come in on a "
+    "loopback address.",
+    "413": "Request body larger than `max_request_bytes` (`max_bulk_request_bytes` on id-list routes).",
+    "415": "A body that is not JSON (`Content-Type: application/json`).",
+    "422": "Invalid request (a FastAPI route: the fields in `detail`).",
+    "431": "Request headers larger than `max_header_bytes`.",
+    "503": "The service is not ready (the `reasons`), or overloaded (`Retry-After`).",
+}
+"""What every route may answer besides its success, all with :class:`~serving.schemas.ErrorBody`."""
+NOT_FOUND = "No such resource (e.g. an unknown audience id or model name)."
+SECURED_API_ROUTES = (TAGS_ROUTE, LOOKALIKE_ROUTE)
+"""BentoML APIs guarded by ``serving.middleware.ApiKeyMiddleware``: BentoML does not declare their security."""
+SECURITY = [{BEARER.scheme_name: []}, {API_KEY_HEADER.scheme_name: []}]
+HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def contract_spec(spec: dict[str, Any], replaced: Sequence[str] = ()) -> dict[str, Any]:
+    """The OpenAPI document made to say what the routes answer (a new dict; ``spec`` is BentoML's).
+
+    * Every error response of every operation is :class:`~serving.schemas.ErrorBody`, and every operation
+      declares :data:`ERROR_RESPONSES` (the limits, auth and readiness apply to every route).
+    * The BentoML APIs get their security schemes; their undocumented 404 goes, and the error components
+      they used (``replaced``, BentoML's) and FastAPI's ``HTTPValidationError`` are dropped when unused.
+    """
+    import copy
+
+    spec = copy.deepcopy(spec)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, item in spec.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in HTTP_METHODS:
+                continue
+            responses = {str(code): answer for code, answer in operation.get("responses", {}).items()}
+            if path in SECURED_API_ROUTES:
+                operation["security"] = SECURITY
+                if "requestBody" in operation:  # BentoML leaves it optional; every API needs its body
+                    operation["requestBody"]["required"] = True
+                responses.pop("404", None)  # BentoML's generic NotFound: an API route always exists
+            for code, answer in responses.items():
+                if code[0] in "45":
+                    answer["content"] = copy.deepcopy(error_ref)
+            for code, description in ERROR_RESPONSES.items():
+                responses.setdefault(code, {"description": description, "content": copy.deepcopy(error_ref)})
+            if "{" in path:  # a path parameter can name nothing
+                responses.setdefault("404", {"description": NOT_FOUND, "content": copy.deepcopy(error_ref)})
+            operation["responses"] = dict(sorted(responses.items()))
+    used = json.dumps(spec.get("paths", {}))
+    for name in (*replaced, "HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{name}" not in used and name in schemas:
+            referenced_elsewhere = f'"#/components/schemas/{name}"' in json.dumps(
+                {k: v for k, v in schemas.items() if k != name}
+            )
+            if not referenced_elsewhere:
+                del schemas[name]
+    return spec
 
 
 def create_app() -> FastAPI:

@@ -309,7 +309,7 @@ def test_audiences_are_stored_listed_exported_deleted_and_audited(population, tm
         book.get(record.id)
     with pytest.raises(AudienceNotFound):
         book.export("../../etc", "csv", "key:def")
-    trail = [(x["action"], x["audience_id"], x["caller"]) for x in store.audit_trail()]
+    trail = [(x["operation"], x["audience_id"], x["caller"]) for x in store.audit_trail()]
     assert trail == [
         ("create", record.id, "key:abc"),
         ("export", record.id, "key:def"),

@@ -16,6 +16,7 @@ from portrait.lookalike import (
     LookalikeModel,
     LookalikeParams,
     Representation,
+    _similar_crossfit,
 )
 from tests.conftest import TINY_SNAPSHOT
 
@@ -101,3 +102,39 @@ def test_the_reach_curve_leaves_the_model_unchanged():
     assert (
         pd.Series(before.customer_ids).equals(pd.Series(after.customer_ids)) and before.scores == after.scores
     )
+
+
+def test_the_crossfitted_class_prior_recovers_a_known_prior_where_the_top_is_pure():
+    # PU problems built by hand: 5,000 seed-like customers among 50,000 candidates; the others never score
+    # above 2.5, so the top of the ranking is pure (the assumption under which P is identified).
+    relative = []
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        positives = rng.normal(3.0, 1.0, 5_000)
+        negatives = rng.normal(0.0, 1.0, 60_000)
+        scores = np.sort(np.concatenate([positives, negatives[negatives < 2.5][:45_000]]))
+        held = rng.normal(3.0, 1.0, 1_000)  # held-out seed members: more draws of the seed-like kind
+        ranks = len(scores) - np.searchsorted(scores, held, side="right")
+        relative.append(_similar_crossfit(ranks, len(scores), np.random.default_rng(0)) / 5_000 - 1.0)
+    assert abs(np.mean(relative)) < 0.06 and np.max(np.abs(relative)) < 0.15, relative
+    # No pure top (the seed's kind overlaps the rest everywhere): P is overestimated, as documented.
+    rng = np.random.default_rng(9)
+    scores = np.sort(np.concatenate([rng.normal(1.0, 1.0, 5_000), rng.normal(0.0, 1.0, 45_000)]))
+    ranks = len(scores) - np.searchsorted(scores, rng.normal(1.0, 1.0, 1_000), side="right")
+    assert _similar_crossfit(ranks, len(scores), np.random.default_rng(0)) > 1.5 * 5_000
+
+
+def test_each_preset_carries_an_interval_around_its_expected_precision():
+    model, label = _clustered()
+    seed = np.random.default_rng(2).choice(model.customer_ids[label == 0], 1000, replace=False).tolist()
+    curve = model.reach_curve(seed)
+    top = model.reach_curve(seed, prior="top")
+    assert curve.prior == "crossfit" and top.prior == "top" and "overlapping segments" in curve.note
+    assert curve.similar_low <= curve.estimated_similar <= curve.similar_high
+    for point in [*curve.presets.values(), *curve.points]:
+        assert 0.0 <= point.precision_low <= point.expected_precision <= point.precision_high <= 1.0
+    # Well-separated clusters: every preset is all cluster members, and the interval says so.
+    assert all(p.precision_high == 1.0 and p.precision_low > 0.7 for p in curve.presets.values())
+    with pytest.raises(LookalikeError) as bad:
+        model.reach_curve(seed, prior="guess")  # type: ignore[arg-type]
+    assert bad.value.code == "bad_prior"

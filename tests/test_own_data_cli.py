@@ -113,7 +113,7 @@ def test_validation_table_shows_an_absent_events_file(tmp_path: Path) -> None:
 def test_example_end_to_end(tmp_path: Path) -> None:
     """README "Your own data": import -> data check -> train all -> features build -> materialize."""
     home = tmp_path / "workspace"
-    fast = {f"PORTRAIT_MODELS__{m.upper()}__N_TRAIN": "6" for m in ("churn", "conversion", "clv")}
+    fast = {f"PORTRAIT_MODELS__{m.upper()}__N_TRAIN": "3" for m in ("churn", "conversion", "clv")}
     env = {**HORIZONS, **fast}
     ok(portrait(home, "data", "import", EXAMPLE, **env))
     check = ok(portrait(home, "data", "check", **env))

@@ -10,7 +10,7 @@ snapshot) is what calibration is fitted on.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,8 @@ class TrainingSet:
     features: list[str]
     feature_service: str
     plan: SnapshotPlan
+    derived: list[str] = field(default_factory=list)
+    """Columns of the frames the model derives itself (after ``features``; e.g. ``training.clv.prepare``)."""
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.validation), "test": len(self.test)}

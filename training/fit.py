@@ -43,7 +43,7 @@ import pandas as pd
 from optuna_integration import LightGBMPruningCallback
 
 from portrait.cpu import idle_cores
-from portrait.model import PlattCalibrator, TagModel, Tiers
+from portrait.model import BASE_COLUMN, PlattCalibrator, TagModel, Tiers
 from training.dataset import TrainingSet
 from training.specs import ModelSpec, TierSpec
 
@@ -75,6 +75,9 @@ class FitOutcome:
     best_iteration: int
     study: dict[str, Any]
     trials: pd.DataFrame
+    held_out: tuple[pd.DataFrame, np.ndarray] | None = None
+    """The calibration rows and the searched model's scores of them (after calibration): customers the
+    model choosing the parameters never saw (regressors; what an interval is calibrated on)."""
 
 
 def categories_of(frame: pd.DataFrame, features: list[str]) -> dict[str, list[str]]:
@@ -124,20 +127,35 @@ def _suggest_fixed(best_params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dataset(
-    x: np.ndarray, y: np.ndarray, model: TagModel, reference: lgb.Dataset | None = None
+    x: np.ndarray,
+    y: np.ndarray,
+    model: TagModel,
+    reference: lgb.Dataset | None = None,
+    init_score: np.ndarray | None = None,
 ) -> lgb.Dataset:
-    cat_idx = [i for i, f in enumerate(model.features) if f in model.categories]
+    cat_idx = [i for i, f in enumerate(model.columns) if f in model.categories]
     # feature_pre_filter off: trials change min_child_samples on the same Dataset.
     params = {"feature_pre_filter": False, "verbosity": -1}
     return lgb.Dataset(
         x,
         y,
-        feature_name=model.features,
+        feature_name=model.columns,
         categorical_feature=cat_idx,
         free_raw_data=False,
         params=params,
         reference=reference,
+        init_score=init_score,
     )
+
+
+def _base(frame: pd.DataFrame) -> np.ndarray | None:
+    """The rows' base raw scores (:data:`~portrait.model.BASE_COLUMN`: a model the trees correct), if any."""
+    return frame[BASE_COLUMN].to_numpy(dtype=float) if BASE_COLUMN in frame.columns else None
+
+
+def _with_base(raw: np.ndarray, base: np.ndarray | None) -> np.ndarray:
+    """Tree raw scores plus the base, on the log link (a value)."""
+    return np.exp(raw + (0.0 if base is None else base))
 
 
 def _labels(frame: pd.DataFrame) -> np.ndarray:
@@ -210,6 +228,7 @@ def fit(
         kind=spec.kind,
         booster_text="",
         features=list(ts.features),
+        derived=list(ts.derived),
         categories=categories_of(pd.concat([ts.train, ts.validation]), ts.features),
         tiers=Tiers([], [], spec.tiers.default),
         feature_service=ts.feature_service,
@@ -218,17 +237,18 @@ def fit(
     )
     x_tr, x_va = shell.matrix(ts.train), shell.matrix(ts.validation)
     y_tr, y_va = _labels(ts.train), _labels(ts.validation)
+    b_tr, b_va = _base(ts.train), _base(ts.validation)  # a base only for log-link regressors
     sampled = search_rows is not None and len(x_tr) > search_rows
     if sampled:
         sample = np.sort(np.random.default_rng(seed).choice(len(x_tr), size=search_rows, replace=False))
-        train = _dataset(x_tr[sample], y_tr[sample], shell)
+        train = _dataset(x_tr[sample], y_tr[sample], shell, init_score=None if b_tr is None else b_tr[sample])
     else:
-        train = _dataset(x_tr, y_tr, shell)
-    valid = _dataset(x_va, y_va, shell, reference=train)
+        train = _dataset(x_tr, y_tr, shell, init_score=b_tr)
+    valid = _dataset(x_va, y_va, shell, reference=train, init_score=b_va)
     threads = training_threads(threads)
     fixed = _objective_params(spec.kind, threads)
     if spec.monotone:
-        fixed["monotone_constraints"] = [spec.monotone.get(f, 0) for f in shell.features]
+        fixed["monotone_constraints"] = [spec.monotone.get(f, 0) for f in shell.columns]
         fixed["monotone_constraints_method"] = "intermediate"
     metric = fixed["metric"]
     direction = "maximize" if spec.kind == "classifier" else "minimize"
@@ -277,12 +297,12 @@ def fit(
     tuned = best_booster.get(best.number) or lgb.train(params, train, num_boost_round=max(best_iteration, 1))
     if sampled:
         # The search saw a sample: fit the best parameters on every training row, early-stopped again.
-        full = _dataset(x_tr, y_tr, shell)
+        full = _dataset(x_tr, y_tr, shell, init_score=b_tr)
         tuned = lgb.train(
             params,
             full,
             num_boost_round=MAX_ROUNDS,
-            valid_sets=[_dataset(x_va, y_va, shell, reference=full)],
+            valid_sets=[_dataset(x_va, y_va, shell, reference=full, init_score=b_va)],
             valid_names=["validation"],
             callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)],
         )
@@ -291,6 +311,13 @@ def fit(
     model = shell
     calibrate = calibration_rows(ts)
     raw_cal = tuned.predict(model.matrix(calibrate), num_iteration=best_iteration, num_threads=1)
+    if b_tr is not None:
+        raw_cal = _with_base(
+            tuned.predict(
+                model.matrix(calibrate), num_iteration=best_iteration, num_threads=1, raw_score=True
+            ),
+            _base(calibrate),
+        )
     factor = 1.0
     if spec.kind == "classifier":
         model.calibrator = PlattCalibrator.fit(raw_cal, _labels(calibrate))
@@ -300,7 +327,8 @@ def fit(
     if refit:
         rows = len(ts.train) + len(ts.validation)
         rounds = max(1, round(best_iteration * rows / max(len(ts.train), 1)))
-        everything = _dataset(np.vstack([x_tr, x_va]), np.concatenate([y_tr, y_va]), shell)
+        b_all = None if b_tr is None or b_va is None else np.concatenate([b_tr, b_va])
+        everything = _dataset(np.vstack([x_tr, x_va]), np.concatenate([y_tr, y_va]), shell, init_score=b_all)
         final = lgb.train(params, everything, num_boost_round=rounds)
     else:
         rounds = best_iteration
@@ -312,9 +340,14 @@ def fit(
 
     latest = pd.concat([ts.train, ts.validation])
     latest = latest[latest.event_timestamp == latest.event_timestamp.max()]
-    model.tiers = tier_thresholds(model.score(latest), spec.tiers)
+    latest_scores = (
+        model.score(latest)
+        if b_tr is None
+        else _with_base(final.predict(model.matrix(latest), raw_score=True, num_threads=1), _base(latest))
+    )
+    model.tiers = tier_thresholds(latest_scores, spec.tiers)
     model.metadata["feature_importance_gain"] = dict(
-        zip(model.features, final.feature_importance("gain").round(3).tolist(), strict=True)
+        zip(model.columns, final.feature_importance("gain").round(3).tolist(), strict=True)
     )
     model.metadata["fit"] = {
         "refit": refit,
@@ -338,4 +371,5 @@ def fit(
     if spec.kind == "regressor":
         summary["total_factor"] = factor
     logger.info("%s: %s", spec.name, summary)
-    return FitOutcome(model, params, best_iteration, summary, study.trials_dataframe())
+    held_out = (calibrate, raw_cal * factor) if spec.kind == "regressor" else None
+    return FitOutcome(model, params, best_iteration, summary, study.trials_dataframe(), held_out)

@@ -67,6 +67,7 @@ from training.tracking import (
     configure,
     decide,
     experiment_id,
+    owner_tags,
     registration,
 )
 from training.train import TrainOutcome
@@ -638,7 +639,9 @@ def train_lookalike(
         )
     exp = experiment_id(client, settings, NAME)
     with mlflow.start_run(experiment_id=exp, run_name=f"{NAME}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
-        mlflow.set_tags({"model": NAME, "feature_service": population.feature_service, "evaluation": kind})
+        mlflow.set_tags(
+            {"model": NAME, "feature_service": population.feature_service, "evaluation": kind, **owner_tags()}
+        )
         mlflow.log_params(
             {
                 "snapshot": population.snapshot.isoformat(),

@@ -35,7 +35,7 @@ from portrait.settings import Settings
 from training.check import check_model
 from training.drift import check_drift
 from training.monitor import champion_of, monitor
-from training.tracking import configure
+from training.tracking import configure, reap_dead_runs
 from training.train import train_named
 
 logger = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ def retrain(
     (windows, plan options). ``refresh`` re-runs the realised monitor and the drift check first."""
     wanted = list(names) if names is not None else catalogue.names()
     client = configure(settings)
+    reap_dead_runs(client, catalogue.names())  # runs of killed trainings: FAILED, their versions deleted
     tag_names = [n for n in wanted if catalogue.get(n).is_tag_model]
     drift: dict[str, DriftSummary] = {}
     failed: dict[str, str] = {}

@@ -46,6 +46,7 @@ from training.tracking import (
     configure,
     decide,
     experiment_id,
+    owner_tags,
     registration,
 )
 
@@ -79,15 +80,23 @@ def plan_for(settings: Settings, spec: ModelSpec, **plan_options: Any) -> Snapsh
 
 
 def fit_final(
-    settings: Settings, ts: TrainingSet, spec: ModelSpec, *, trials: int, timeout_s: float | None = None
+    settings: Settings,
+    ts: TrainingSet,
+    spec: ModelSpec,
+    *,
+    trials: int,
+    timeout_s: float | None = None,
+    seed: int = 7,
 ) -> FitOutcome:
     """Search, calibrate and refit a tag model: the refit in this process, or on Dask workers when
     ``settings.distributed_refit`` is on (:mod:`training.distributed`)."""
     if not settings.distributed_refit:
-        return fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads)
+        return fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads, seed=seed)
     from training.distributed import dask_client, refit_model
 
-    outcome = fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads, refit=False)
+    outcome = fit(
+        ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads, refit=False, seed=seed
+    )
     with dask_client(settings) as client:
         outcome.model = refit_model(client, outcome, ts, spec)
     return outcome
@@ -101,18 +110,24 @@ def train_model(
     timeout_s: float | None = None,
     plan: SnapshotPlan | None = None,
     training_set: TrainingSet | None = None,
+    seed: int = 7,
     **plan_options: Any,
 ) -> TrainOutcome:
-    """The whole training step for one model; returns what was registered and whether it was promoted."""
+    """The whole training step for one model; returns what was registered and whether it was promoted.
+    ``seed``: the hyper-parameter search's (repeat runs of a benchmark differ only in it)."""
     started = time.perf_counter()
     client = configure(settings)
     plan = plan or (training_set.plan if training_set else plan_for(settings, spec, **plan_options))
     ts = training_set or build_training_set(settings, spec.name, spec.label, plan)
+    hooks = catalogue.spec_module(catalogue.get(spec.name))  # optional prepare / finish / gate
+    prepared = hooks.prepare(settings, ts, spec) if hasattr(hooks, "prepare") else None
     for note in plan.notes:
         logger.warning("%s: %s", spec.name, note)
     exp = experiment_id(client, settings, spec.name)
     with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}") as run:
-        mlflow.set_tags({"model": spec.name, "feature_service": ts.feature_service, "kind": spec.kind})
+        mlflow.set_tags(
+            {"model": spec.name, "feature_service": ts.feature_service, "kind": spec.kind, **owner_tags()}
+        )
         mlflow.log_params(
             {
                 "horizon_days": spec.label.horizon_days,
@@ -128,9 +143,10 @@ def train_model(
                 **{f"rows_{k}": v for k, v in ts.sizes().items()},
             }
         )
-        outcome = fit_final(settings, ts, spec, trials=trials, timeout_s=timeout_s)
+        outcome = fit_final(settings, ts, spec, trials=trials, timeout_s=timeout_s, seed=seed)
         model = outcome.model
         model.metadata["plan"] = plan.as_dict()
+        extra = hooks.finish(settings, ts, spec, outcome, prepared) if hasattr(hooks, "finish") else {}
         if {"recency_days", "orders_365d", "spend_365d"} <= set(ts.train.columns):
             model.metadata["rfm_edges"] = rfm_edges(ts.train)
         mlflow.log_params({f"lgbm_{k}": v for k, v in outcome.params.items() if k not in ("verbosity",)})
@@ -140,7 +156,8 @@ def train_model(
         metrics = {f"val_{k}": v for k, v in val_metrics.items()} | {
             f"test_{k}": v for k, v in test_metrics.items()
         }
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(metrics | extra)
+        metrics |= {k: v for k, v in extra.items() if k.startswith("test_")}
         mlflow.log_metrics(
             {f"optuna_{k}": float(v) for k, v in outcome.study.items() if isinstance(v, int | float)}
         )
@@ -165,13 +182,28 @@ def train_model(
             info.model_uri, spec.name, tags={"run_id": run.info.run_id, "status": "incomplete"}
         ).version
         with registration(client, spec.name, version):  # a failure from here on deletes the version
+            _check_loads(spec.name, version, example, model.predict(None, example))
             decision = _challenge(client, spec, ts, test_metrics[spec.primary_metric])
+            if hasattr(hooks, "gate"):  # e.g. the value model must also beat its pure purchase model
+                decision = hooks.gate(decision, metrics, spec)
             mlflow.set_tags({"promotion": decision.reason, "registered_version": version})
             client.set_model_version_tag(spec.name, version, "status", "ready")
             apply_decision(client, spec.name, version, decision)
     seconds = time.perf_counter() - started
     logger.info("%s v%s: %s (%.1fs)", spec.name, version, decision.reason, seconds)
     return TrainOutcome(spec.name, str(version), run.info.run_id, metrics, decision, seconds, ts.sizes())
+
+
+def _check_loads(name: str, version: str, example: pd.DataFrame, expected: Any) -> None:
+    """The registered version is complete only if it loads back from the registry and gives the logged
+    model's predictions (a truncated or unreadable artefact must never become ``status=ready``)."""
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    got = loaded.predict(example)
+    want = expected
+    if isinstance(got, pd.DataFrame) and isinstance(want, pd.DataFrame):
+        got, want = got.select_dtypes("number"), want.select_dtypes("number")
+    if not np.allclose(np.asarray(got, dtype=float), np.asarray(want, dtype=float), equal_nan=True):
+        raise RuntimeError(f"{name} v{version}: the registered artefact does not reproduce the model")
 
 
 def _as_float_columns(frame: pd.DataFrame) -> pd.DataFrame:

@@ -25,17 +25,20 @@ holding most of its records, a cluster takes the smallest (oldest) OneID it rece
 logged as merged into it, and a cluster that received none gets a new one (ids are never reused). An
 incremental run (the default when only new records arrived and nothing that the stored values depend on
 changed) links the new records to each other and to the existing people, never renumbering them; what
-it cannot do (undo an earlier link that a newly blocked value made) waits for the next full run.
+it cannot do (undo an earlier link that a newly blocked value made) waits for the next full run. Its
+cost: the validated identities and the previous map are read once (to tell new records and give every
+record its stable number and previous OneID); only the existing records that hold a value a new record
+holds (the guards) or share a blocking key with one (the model) are looked at further, and the stored
+model is reused, never trained again.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +51,7 @@ from pydantic import BaseModel, Field
 from features.identity import graph, model
 from features.identity.config import IdentityConfig
 from features.identity.normalise import IdentityValidation, Rows, clean_schema, lit, qi, run
-from portrait.files import publish, temp_beside
+from portrait.files import publish, spill_folder, temp_beside
 
 logger = logging.getLogger(__name__)
 
@@ -267,8 +270,8 @@ def stitch(
     now = (now or datetime.now(UTC)).astimezone(UTC)
     directory = inputs.identity_dir
     directory.mkdir(parents=True, exist_ok=True)
-    spill = Path(tempfile.mkdtemp(prefix=".duckdb-spill-", dir=directory))
-    con = _connect(config, spill)
+    cleanup = ExitStack()
+    con = _connect(config, cleanup.enter_context(spill_folder(directory)))  # removed even after a kill
     timer = _Timer()
     try:
         job = _Run(con, config, inputs, now, timer)
@@ -282,7 +285,7 @@ def stitch(
         return report
     finally:
         con.close()
-        shutil.rmtree(spill, ignore_errors=True)
+        cleanup.close()
 
 
 class _Run:
@@ -329,25 +332,25 @@ class _Run:
         else:
             self.con.register("empty_identities", empty)
             identities = f"SELECT record_id, source, first_name, last_name, birth_date, postcode, {kinds} FROM empty_identities"
-        self.sql(f"CREATE TEMP TABLE ident AS {identities}")
-        nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {qi(k)}" for k in self.kinds)
-        implicit = "SELECT NULL::VARCHAR AS record_id WHERE false"
-        if self.inputs.customers is not None:
-            implicit = f"SELECT DISTINCT customer_id AS record_id FROM read_parquet({lit(str(self.inputs.customers))})"
-        self.sql(
-            f"CREATE TEMP TABLE cur AS SELECT * FROM ident UNION ALL "
-            f"SELECT c.record_id, 'customers' AS source, NULL::VARCHAR, NULL::VARCHAR, NULL::DATE, NULL::VARCHAR, {nulls} "
-            f"FROM ({implicit}) c ANTI JOIN ident i ON i.record_id = c.record_id"
-        )
         hashed = ", ".join(
             ["source", "first_name", "last_name", "birth_date", "postcode", *(qi(k) for k in self.kinds)]
         )
-        self.sql(f"CREATE OR REPLACE TEMP TABLE cur AS SELECT *, hash({hashed}) AS row_hash FROM cur")
+        # one pass over the (large) identities: read, hash, materialise once
+        self.sql(f"CREATE TEMP TABLE cur AS SELECT *, hash({hashed}) AS row_hash FROM ({identities})")
+        self.n_implicit = 0
+        if self.inputs.customers is not None:
+            nulls = ", ".join(f"CAST(NULL AS VARCHAR) AS {qi(k)}" for k in self.kinds)
+            implicit = f"SELECT DISTINCT customer_id AS record_id FROM read_parquet({lit(str(self.inputs.customers))})"
+            self.sql(
+                "CREATE TEMP TABLE implicit AS SELECT c.record_id, 'customers' AS source, NULL::VARCHAR AS first_name, "
+                f"NULL::VARCHAR AS last_name, NULL::DATE AS birth_date, NULL::VARCHAR AS postcode, {nulls} "
+                f"FROM ({implicit}) c ANTI JOIN cur i ON i.record_id = c.record_id"
+            )
+            self.n_implicit = _count(self.con, "SELECT * FROM implicit")
+            if self.n_implicit:
+                self.sql(f"INSERT INTO cur SELECT *, hash({hashed}) FROM implicit")
+            self.sql("DROP TABLE implicit")
         self.n_records = _count(self.con, "SELECT * FROM cur")
-        self.n_implicit = _count(
-            self.con,
-            "SELECT * FROM cur WHERE source = 'customers' AND record_id NOT IN (SELECT record_id FROM ident)",
-        )
         if self.n_records == 0:
             raise StitchError("no identity record and no customer: nothing to stitch")
         self.timer.lap("load")
@@ -362,11 +365,13 @@ class _Run:
             self.state.signature = signature
             return "full", "identifier settings changed since the last run: linked again from scratch"
         self._load_prev()
-        changed = _count(
-            self.con,
-            "SELECT 1 FROM prev p LEFT JOIN cur c USING (record_id) WHERE c.record_id IS NULL OR c.row_hash <> p.row_hash",
+        changed, added = (
+            int(n)
+            for n in self.sql(
+                "SELECT count(*) FILTER (WHERE p.record_id IS NOT NULL AND (c.record_id IS NULL OR c.row_hash <> p.row_hash)), "
+                "count(*) FILTER (WHERE p.record_id IS NULL) FROM prev p FULL JOIN cur c USING (record_id)"
+            ).fetchone()
         )
-        added = _count(self.con, "SELECT 1 FROM cur ANTI JOIN prev USING (record_id)")
         if full:
             return "full", None
         if changed:
@@ -398,12 +403,17 @@ class _Run:
     # ---- helpers ----------------------------------------------------------------------------------------
 
     def _assign_rids(self, has_prev: bool) -> None:
-        """Temp table ``rec``: ``cur`` with a stable integer id per record (``rid``)."""
+        """Temp table ``rec``: ``cur`` with a stable integer id per record (``rid``) and, with a previous
+        run, the number of its OneID then (``prev_num``, NULL for a new record)."""
+        self.first_new_rid = self.state.next_rid
         if has_prev:
             self.sql(
-                "CREATE TEMP TABLE rec AS SELECT coalesce(p.rid, "
-                f"{self.state.next_rid} + row_number() OVER (PARTITION BY p.rid IS NULL ORDER BY c.record_id) - 1) AS rid, c.* "
-                "FROM cur c LEFT JOIN prev p USING (record_id)"
+                f"CREATE TEMP TABLE new_rids AS SELECT record_id, {self.state.next_rid} + row_number() OVER "
+                "(ORDER BY record_id) - 1 AS rid FROM (SELECT record_id FROM cur ANTI JOIN prev USING (record_id))"
+            )
+            self.sql(
+                f"CREATE TEMP TABLE rec AS SELECT coalesce(p.rid, n.rid) AS rid, c.*, {_oneid_num_sql('p.oneid')} AS prev_num "
+                "FROM cur c LEFT JOIN prev p USING (record_id) LEFT JOIN new_rids n USING (record_id)"
             )
         else:
             self.sql(
@@ -687,7 +697,7 @@ class _Run:
         if self.config.probabilistic:
             self.model = json.loads((self.dir / "model.json").read_text(encoding="utf-8"))
         self.sql(
-            "CREATE OR REPLACE TEMP TABLE new_rec AS SELECT r.* FROM rec r ANTI JOIN prev p USING (record_id)"
+            f"CREATE OR REPLACE TEMP TABLE new_rec AS SELECT * FROM rec WHERE rid >= {self.first_new_rid}"
         )
         n_new = _count(self.con, "SELECT * FROM new_rec")
         self.sql(
@@ -696,9 +706,16 @@ class _Run:
         # holders: the new records, and the existing people holding a value a new record holds
         self._holders("new_rec", f"{NEW_NODE_OFFSET} + rid", "new_holders")
         self.sql("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT kind, value FROM new_holders")
+        # existing records holding a value a new record holds (a few among the many), with their OneID
+        holds = " UNION ".join(
+            f"SELECT r.rid FROM rec r JOIN touched t ON t.kind = {lit(k)} AND r.{qi(k)} = t.value "
+            f"WHERE r.rid < {self.first_new_rid}"
+            for k in self.kinds
+        )
+        self.sql(f"CREATE OR REPLACE TEMP TABLE touched_rec AS SELECT * FROM rec WHERE rid IN ({holds})")
         self._holders(
-            "(SELECT r.*, p.oneid FROM rec r JOIN prev p USING (record_id))",
-            _oneid_num_sql("oneid"),
+            "touched_rec",
+            "prev_num",
             "old_holders",
             only="touched",
         )
@@ -728,18 +745,23 @@ class _Run:
             f"CREATE OR REPLACE TEMP TABLE new_sc AS SELECT n.*, s.rep AS sc FROM new_rec n JOIN strong_rep s ON s.node = {NEW_NODE_OFFSET} + n.rid"
         )
         self._model_table("new_sc", "sc", "sp_new", extra_blocked="all_blocked")
+        old_rec = "SELECT r.*, coalesce(s.rep, r.prev_num) AS sc FROM {rec} r LEFT JOIN strong_rep s ON s.node = r.prev_num"
         self.sql(
-            f"CREATE OR REPLACE TEMP TABLE old_rec AS SELECT r.*, coalesce(s.rep, {_oneid_num_sql('p.oneid')}) AS sc "
-            f"FROM rec r JOIN prev p USING (record_id) LEFT JOIN strong_rep s ON s.node = {_oneid_num_sql('p.oneid')}"
+            f"CREATE OR REPLACE TEMP VIEW old_rec AS {old_rec.format(rec=f'(SELECT * FROM rec WHERE rid < {self.first_new_rid})')}"
         )
-        self._model_table("old_rec", "sc", "sp_old_all", extra_blocked="all_blocked")
         # Splink scores new x existing pairs; only the existing records that share a blocking key with a
-        # new one can be in such a pair, so they alone go in (a few percent of a large population).
+        # new one can be in such a pair, so they alone go in (a few percent of a large population). The
+        # keys are compared on the values as stored (a superset: the model input clears blocked values).
         keys = " UNION ".join(
-            f"SELECT o.rid FROM sp_old_all o JOIN sp_new n ON {rule.replace('l.', 'o.').replace('r.', 'n.')}"
+            f"SELECT o.rid FROM rec o JOIN new_rec n ON {rule.replace('l.', 'o.').replace('r.', 'n.')} "
+            f"WHERE o.rid < {self.first_new_rid}"
             for rule in model.candidate_keys(self.config)
         )
-        self.sql(f"CREATE OR REPLACE TEMP TABLE sp_old AS SELECT * FROM sp_old_all WHERE rid IN ({keys})")
+        self.sql(
+            "CREATE OR REPLACE TEMP TABLE old_cand AS "
+            + old_rec.format(rec=f"(SELECT * FROM rec WHERE rid IN ({keys}))")
+        )
+        self._model_table("old_cand", "sc", "sp_old", extra_blocked="all_blocked")
         self.timer.lap("model input")
         if self.config.probabilistic:
             pairs = model.predict(

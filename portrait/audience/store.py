@@ -7,21 +7,22 @@ created time, model versions, snapshot, size and tier split, holdout and outcome
 holdout was made; ``outcomes.parquet`` (``customer_id``) once outcomes were recorded. Later changes replace files
 atomically (``portrait.files``).
 
-Every create, export, delete (and holdout, addition, outcome) is one JSON line of the audit log
-``data/audit/audiences.jsonl``: time, caller (an API-key fingerprint), action, audience id and details.
+Every create, export, delete (and holdout, addition, outcome) is one record of the workspace's audit trail
+(:mod:`portrait.audit`, ``data/audit/audit.jsonl``): time, caller (a keyed API-key fingerprint), client
+address, request id and action (over HTTP), outcome, ``operation``, audience id and details. A record that
+cannot be written raises :class:`portrait.audit.AuditUnavailable`.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
 import shutil
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from portrait import audit
 from portrait.audience.holdout import LiftReport
 from portrait.files import atomic_path, temp_beside, write_text_atomic
 from portrait.settings import Settings
@@ -47,7 +49,6 @@ DEFINITION, MEMBERS, HOLDOUT, OUTCOMES = (
 )
 Kind = Literal["filter", "ids", "lookalike"]
 ExportFormat = Literal["csv", "parquet"]
-_APPEND_LOCK = threading.Lock()
 
 
 class AudienceNotFound(LookupError):
@@ -106,7 +107,7 @@ class AudienceStore:
 
     @classmethod
     def of(cls, settings: Settings) -> AudienceStore:
-        return cls(settings.data_root / "audiences", settings.data_root / "audit" / "audiences.jsonl")
+        return cls(settings.data_root / "audiences", settings.audit_log)
 
     # -- paths and locks ----------------------------------------------------------------------------------
     def folder(self, audience_id: str) -> Path:
@@ -131,8 +132,7 @@ class AudienceStore:
         if final.exists():
             raise FileExistsError(f"audience {record.id} exists")
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = temp_beside(final)
-        staging.mkdir()
+        staging = temp_beside(final, directory=True)
         try:
             pq.write_table(
                 pa.Table.from_pandas(members.reset_index(drop=True), preserve_index=False), staging / MEMBERS
@@ -172,8 +172,8 @@ class AudienceStore:
         """Remove an audience (renamed away first, so it disappears in one step)."""
         record = self.get(audience_id)
         folder = self.folder(audience_id)
-        trash = temp_beside(folder)
-        os.replace(folder, trash)
+        trash = temp_beside(folder, directory=True)
+        os.replace(folder, trash)  # onto the new, empty folder
         shutil.rmtree(trash, ignore_errors=True)
         return record
 
@@ -223,26 +223,21 @@ class AudienceStore:
         return buffer.getvalue(), table.num_rows
 
     # -- audit --------------------------------------------------------------------------------------------
-    def audit(self, action: str, audience_id: str, caller: str, **details: Any) -> None:
-        """Append one line to the audit log."""
-        line = {
-            "at": datetime.now(UTC).isoformat(),
-            "caller": caller,
-            "action": action,
-            "audience_id": audience_id,
-        }
-        line.update(details)
-        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(line, default=str) + "\n"
-        with _APPEND_LOCK, self.audit_log.open("a", encoding="utf-8") as fh:
-            fh.write(text)
+    def audit(self, operation: str, audience_id: str, caller: str, **details: Any) -> None:
+        """Record ``operation`` of ``audience_id`` in the audit trail (durably; raises
+        :class:`~portrait.audit.AuditUnavailable` when it cannot). Over HTTP the request's action, client and
+        request id come with it; elsewhere the action is ``audience <operation>``."""
+        entry: dict[str, Any] = {} if audit.CURRENT.get() else {"action": f"audience {operation}"}
+        entry |= {"caller": caller, "operation": operation, "audience_id": audience_id, **details}
+        audit.record(self.audit_log, entry)
 
     def audit_trail(self, audience_id: str | None = None) -> list[dict[str, Any]]:
-        """The audit log's lines (of one audience, when given), oldest first."""
-        if not self.audit_log.exists():
-            return []
-        lines = [json.loads(x) for x in self.audit_log.read_text(encoding="utf-8").splitlines() if x.strip()]
-        return [x for x in lines if audience_id is None or x.get("audience_id") == audience_id]
+        """The audit records of audience operations (of one audience, when given), oldest first."""
+        return [
+            x
+            for x in audit.read(self.audit_log)
+            if "audience_id" in x and (audience_id is None or x["audience_id"] == audience_id)
+        ]
 
 
 __all__ = [

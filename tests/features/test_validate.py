@@ -95,6 +95,7 @@ TX_ROWS: list[tuple[str, str | None]] = [
     # The same values as row 0 spelt differently: a duplicate after coercion (other columns differ).
     ("o1,c1,2024-01-01T11:00:00+01:00,10.50,1.0,toys,FALSE,other note", "duplicate"),
     ("o18,c1,2024-01-03,0,3,books,0,zero amount is fine", None),
+    ("o3c," + "c" * 129 + ",2024-01-01,1,1,,false,id too long for the API", "invalid_customer_id"),
     # Two failures: the first in the documented order wins.
     (",,not a date,abc,x,,maybe,", "missing_customer_id"),
     ("o19,c1,2099-01-01,-1,0,,false,", "future_timestamp"),
@@ -196,6 +197,7 @@ CUST_HEADER = "customer_id,signup_ts,region,gender,age_band,channel"
 CUST_ROWS: list[tuple[str, str | None]] = [
     ("a,2024-01-01,north,,,organic", None),
     (",2024-01-01,north,,,", "missing_customer_id"),
+    ("x" * 129 + ",2024-01-01,north,,,", "invalid_customer_id"),
     ("b,,north,,,", "missing_timestamp"),
     ("c,yesterday,north,,,", "unparseable_timestamp"),
     ("d,2030-01-01,north,,,", "future_timestamp"),
@@ -226,6 +228,7 @@ EV_ROWS: list[tuple[str, str | None]] = [
     ("a,2024-01-01T10:00:00Z,view,toys,s1", None),
     ("a,2024-01-01T10:00:00Z,add_to_cart,toys,s1", None),
     (",2024-01-01,view,,", "missing_customer_id"),
+    ("y" * 129 + ",2024-01-01,view,,", "invalid_customer_id"),
     ("a,,view,,", "missing_timestamp"),
     ("a,soon,view,,", "unparseable_timestamp"),
     ("a,2026-01-01,view,,", "future_timestamp"),

@@ -39,8 +39,10 @@ def population(live) -> pd.DataFrame:
 
 
 def audit(served) -> list[dict]:
-    path = served.data_root / "audit" / "audiences.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    """The audit trail's records of audience operations (portrait.audit)."""
+    path = served.audit_log
+    lines = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return [x for x in lines if "audience_id" in x]
 
 
 def create(client, body: dict, **headers) -> dict:
@@ -128,7 +130,9 @@ def test_create_show_list_export_delete_with_an_audit_trail(client, live, served
     assert client.get(f"/v1/audiences/{record['id']}", headers=reader).status_code == 404
 
     trail = [x for x in audit(served) if x["audience_id"] == record["id"]]
-    assert [x["action"] for x in trail] == ["create", "export", "export", "delete"]
+    assert [x["operation"] for x in trail] == ["create", "export", "export", "delete"]
+    assert [x["action"].split(" ")[0] for x in trail] == ["POST", "GET", "GET", "DELETE"]
+    assert {x["outcome"] for x in trail} == {"allowed"} and len({x["request_id"] for x in trail}) == 4
     writer_print, reader_print = trail[0]["caller"], trail[1]["caller"]
     assert (
         writer_print == record["creator"]
@@ -276,7 +280,9 @@ def test_lookalike_plan_presets_and_creation(client, live):
     n = plan["population"]
     for name, share in {"narrow": 0.025, "balanced": 0.05, "broad": 0.10}.items():
         assert plan["presets"][name]["size"] == round(share * n)
-        assert 0 <= plan["presets"][name]["expected_precision"] <= 1
+        point = plan["presets"][name]
+        assert 0 <= point["precision_low"] <= point["expected_precision"] <= point["precision_high"] <= 1
+    assert "overlapping segments" in plan["note"]
     recall = [p["expected_recall"] for p in plan["curve"]]
     assert recall == sorted(recall) and plan["method"] == "classifier"
     small = client.post("/v1/audiences/plan", json={"seed_ids": seed[:60]})

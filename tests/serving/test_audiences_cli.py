@@ -78,7 +78,7 @@ def test_create_show_export_insight_holdout_outcomes_delete(served, pop, tmp_pat
     assert code == 0 and "incremental lift" in output, output
     code, output = run("audience", "delete", record.id)
     assert code == 0 and not store.exists(record.id)
-    actions = [x["action"] for x in store.audit_trail(record.id)]
+    actions = [x["operation"] for x in store.audit_trail(record.id)]
     assert actions == ["create", "holdout", "export", "outcomes", "delete"]
 
 
@@ -86,6 +86,7 @@ def test_plan_and_lookalike_from_the_cli(served, pop, tmp_path: Path):
     seed = ids_file(tmp_path / "seed.csv", pop[pop.churn_tier == "high"].customer_id.iloc[:150].tolist())
     code, output = run("audience", "plan", "--seed", str(seed))
     assert code == 0 and "narrow" in output and "balanced" in output and "broad" in output, output
+    assert "90% interval" in output and "overlapping segments" in output, output
     code, output = run("audience", "create", "--seed", str(seed), "--preset", "balanced", "--name", "lal")
     assert code == 0 and "(lookalike)" in output, output
 

@@ -152,8 +152,15 @@ def test_the_strict_input_keeps_bentomls_schema():
     strict = _Svc.__dict__["listing"]
     plain = APIMethod(_Svc.__dict__["listing"].func, route="/x")
     assert strict.input_spec.__name__ == plain.input_spec.__name__ == "Input"  # the OpenAPI component's name
-    assert strict.input_spec.model_json_schema() == plain.input_spec.model_json_schema()
-    assert strict.openapi_request() == plain.openapi_request()
+    schema = strict.input_spec.model_json_schema()
+    assert schema.pop("additionalProperties") is False  # unknown fields are refused (issue 22) ...
+    assert schema == plain.input_spec.model_json_schema()  # ... and the rest is BentoML's own
+
+
+def test_unknown_fields_are_refused_naming_them(current_service: None):
+    with pytest.raises(ValidationError) as caught:
+        _parse(b'{"ids": ["a"], "colour": "red"}')
+    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [("extra_forbidden", ("colour",))]
 
 
 def test_malformed_json_is_named(current_service: None):
@@ -220,3 +227,40 @@ def test_client_errors_become_one_warning_line(caplog: pytest.LogCaptureFixture)
         for server_side in (RuntimeError("boom"), bentoml.exceptions.ServiceUnavailable("down")):
             record = _log_exception_during(server_side, caplog)
             assert record.levelno == logging.ERROR and record.exc_info is not None  # left as they are
+
+
+# ---- the OpenAPI document and the Swagger UI page (issue 22) ------------------------------------------------
+
+
+@bentoml.service(name="pinned")
+class _Pinned:
+    @bentoml.api(route="/v1/x")
+    def listing(self, ids: list[str]) -> list[Item]:
+        return []
+
+
+def test_bentoml_documents_its_apis_errors_with_the_components_named():
+    spec = bentoml_internals.openapi_dict(_Pinned)
+    operation = spec["paths"]["/v1/x"]["post"]
+    refs = {
+        code: answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+        for code, answer in operation["responses"].items()
+        if str(code)[0] in "45"
+    }
+    assert sorted(refs.values()) == sorted(bentoml_internals.BENTOML_ERROR_SCHEMAS), refs
+    assert set(bentoml_internals.BENTOML_ERROR_SCHEMAS) <= set(spec["components"]["schemas"])
+    assert "security" not in operation  # BentoML declares none: serving.web.contract_spec adds it
+
+
+def test_the_swagger_page_is_bentomls_without_the_tag_manager():
+    from pathlib import Path
+
+    import _bentoml_impl.server.app as bentoml_app
+
+    template = (Path(bentoml_app.__file__).parent / bentoml_internals.SWAGGER_TEMPLATE).read_text()
+    assert "googletagmanager.com" in template  # what is removed is still there to remove
+    page = bentoml_internals.swagger_page()
+    assert "googletagmanager" not in page and "<noscript>" not in page
+    assert "./static_content/swagger-initializer.js" in page and 'id="swagger-ui"' in page
+    assert page.count("<script") == template.count("<script") - 1  # only the tag manager's script went
+    assert not bentoml_app.BentoMLContainer.new_index  # BentoML's index route serves this template

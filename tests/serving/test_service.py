@@ -106,8 +106,10 @@ def test_lookalike_request_and_errors(client, served):
         r = client.post("/v1/lookalike", json=payload)
         assert r.status_code == 400, (payload, r.text)
         assert needle in r.text, (payload, r.text)
-    lines = served.audit_log.read_text().splitlines()
-    assert json.loads(lines[-1])["seed_size"] == len(seed) + 1
+    records = [json.loads(x) for x in served.audit_log.read_text().splitlines()]
+    assert [x["outcome"] for x in records[-len(bad) :]] == ["error"] * len(bad)  # failed calls are audited
+    allowed = records[-len(bad) - 1]
+    assert allowed["seed_size"] == len(seed) + 1 and allowed["outcome"] == "allowed"
 
 
 def test_models_and_health(client):
@@ -147,9 +149,17 @@ def test_api_keys_and_scopes(client, served, live, monkeypatch):
     assert c.post("/v1/lookalike", json=seed).status_code == 401
     assert c.get("/v1/models", headers={"X-API-Key": "ad-key"}).status_code == 200
     assert c.get("/readyz").status_code == 200  # probes stay open
-    lines = served.audit_log.read_text().splitlines()
-    assert len(lines) == before + 1  # only the authorised lookalike call was audited
-    entry = json.loads(lines[-1])
+    records = [json.loads(x) for x in served.audit_log.read_text().splitlines()][before:]
+    # every refusal is audited, and the one authorised privileged call (the lookalike) with its details
+    assert [(x["action"], x["outcome"]) for x in records] == [
+        ("POST /v1/tags", "denied 401"),
+        ("POST /v1/tags", "denied 401"),
+        ("POST /v1/tags", "denied 403"),
+        ("POST /v1/lookalike", "denied 403"),
+        ("POST /v1/lookalike", "allowed"),
+        ("POST /v1/lookalike", "denied 401"),
+    ]
+    entry = records[4]
     assert entry["caller"].startswith("key:") and "ad-key" not in entry["caller"]
     assert entry["seed_size"] == 149 and entry["audience_size"] == 20 and entry["model_version"]
 
