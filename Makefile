@@ -19,7 +19,7 @@ test: setup
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
 	fi
-	$(UV) run pytest -q
+	$(UV) run pytest -q -n 2 --dist loadgroup
 
 lint: setup
 	$(UV) run ruff check .

@@ -9,6 +9,7 @@ This module does not import ``portrait.cli`` (which imports it), so either can b
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -66,17 +67,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 def log_scored(settings: Settings, frame: pd.DataFrame) -> int:
     """Log the tags `portrait score` wrote (source ``batch``); one line, and exit 3 when the log's
     database is unreachable."""
-    from portrait import predlog
-    from portrait.backends import BackendUnavailable
-
-    try:
-        written = predlog.log_tags(settings, frame, source="batch")
-    except BackendUnavailable as exc:
-        raise _fail(f"scores written, but not logged: {exc}", EXIT_UNAVAILABLE) from None
-    except ValueError as exc:
-        raise _fail(f"scores written, but not logged: {exc}") from None
-    console.print(f"{written:,} predictions logged -> {predlog.location(settings)}")
-    return written
+    return _log_frames(settings, lambda: iter([frame]))
 
 
 def log_scored_files(settings: Settings, outputs: list[Path]) -> int:
@@ -84,20 +75,27 @@ def log_scored_files(settings: Settings, outputs: list[Path]) -> int:
     every customer): the Parquet folder if there is one, else the CSV folder."""
     import pandas as pd
 
+    parquet = [p for p in outputs if p.suffix != ".csv"]
+    files = sorted(parquet[0].glob("*.parquet")) if parquet else sorted(outputs[0].glob("*.csv"))
+
+    def frames() -> Iterator[pd.DataFrame]:
+        for path in files:
+            if path.suffix == ".parquet":
+                yield pd.read_parquet(path)
+            else:
+                yield pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False, na_values=[""])
+
+    return _log_frames(settings, frames)
+
+
+def _log_frames(settings: Settings, frames: Callable[[], Iterator[pd.DataFrame]]) -> int:
+    """Log tags frames as one scoring (one ``scored_at``); one line when the log cannot take them."""
     from portrait import predlog
     from portrait.backends import BackendUnavailable
 
-    parquet = [p for p in outputs if p.suffix != ".csv"]
-    files = sorted(parquet[0].glob("*.parquet")) if parquet else sorted(outputs[0].glob("*.csv"))
-    written = 0
-    scored_at = datetime.now(UTC)
+    written, scored_at = 0, datetime.now(UTC)
     try:
-        for path in files:
-            frame = (
-                pd.read_parquet(path)
-                if path.suffix == ".parquet"
-                else pd.read_csv(path, dtype={"customer_id": str}, keep_default_na=False, na_values=[""])
-            )
+        for frame in frames():
             written += predlog.log_tags(settings, frame, source="batch", scored_at=scored_at)
     except BackendUnavailable as exc:
         raise _fail(f"scores written, but not logged: {exc}", EXIT_UNAVAILABLE) from None

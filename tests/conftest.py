@@ -103,3 +103,17 @@ def tiny_clean(workspace: Settings) -> Settings:
 
 def ci_required() -> bool:
     return bool(os.environ.get("CI"))
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One ``xdist_group`` per test folder (``tests/serving``, ``tests/cluster``, ...; the files directly in
+    ``tests/`` form one more): ``make test`` runs ``pytest -n 2 --dist loadgroup``, so a folder's
+    session-scoped workspaces (a trained service, a Spark session) are built once, by the worker that runs
+    that folder, while the other worker runs another folder."""
+    for item in items:
+        relative = Path(str(item.path)).resolve().relative_to(TESTS)
+        group = relative.parts[0] if len(relative.parts) > 1 else "root"
+        item.add_marker(pytest.mark.xdist_group(group))

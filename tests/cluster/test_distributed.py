@@ -43,7 +43,8 @@ def test_dask_refit_matches_single_machine(
     rounds = single.model.metadata["fit"]["rounds"]  # same search and seed: the same rounds
     assert distributed.metadata["fit"]["distributed"] == {"workers": 2, "rounds": rounds}
     assert distributed.booster.num_trees() == single.model.booster.num_trees()
-    assert distributed.calibrator.coef == pytest.approx(single.model.calibrator.coef)  # same held-out calibration
+    # calibrated on the same held-out customers as before
+    assert distributed.calibrator.coef == pytest.approx(single.model.calibrator.coef)
     assert [t for t in distributed.tiers.names] == single.model.tiers.names
     served = pickle.loads(pickle.dumps(distributed))  # what MLflow stores and serving loads
     explained = served.explain(ts.test.head(20))
