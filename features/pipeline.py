@@ -53,6 +53,7 @@ from features.tables import snapshot_label as snapshot_label  # re-exported: the
 from features.tables import snapshot_path
 from portrait.cpu import available_cores
 from portrait.files import atomic_path, spill_folder
+from portrait.quiet import quiet_third_party
 
 logger = logging.getLogger(__name__)
 
@@ -442,6 +443,7 @@ def compute_features(
     (:func:`orders_table`) is stored once in a temporary table of the backend and shared by the views and
     snapshots; each snapshot is then computed on its own, as literals (see :data:`Snapshots`).
     """
+    quiet_third_party()  # Feast, if imported since the CLI started, put its warning filter first
     started = time.perf_counter()
     snaps_utc = sorted({_utc(s) for s in snapshots})
     created = created or datetime.now(UTC)

@@ -65,6 +65,7 @@ from features import feast_internals as fi
 from features.feast_repo.feature_services import MODEL_SERVICES, SERVING_SERVICE
 from portrait.backends import ensure_postgres_database, redis_connection_string
 from portrait.files import write_text_atomic
+from portrait.quiet import quiet_third_party
 from portrait.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -308,6 +309,7 @@ def feature_store(settings: Settings) -> FeatureStore:
     write_repo_or_warn(settings)
     if settings.servers:
         ensure_postgres_database(settings.postgres_url, timeout_s=settings.postgres_connect_timeout_s)
+    quiet_third_party()  # again: importing Feast put its own DeprecationWarning filter first
     store = FeatureStore(repo_path=str(settings.feast_dir), config=repo_config(settings))
     fi.atomic_registry_writes(store)  # a reader never sees a half-written registry file
     if settings.servers:

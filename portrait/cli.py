@@ -132,13 +132,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
     )
     for noisy in ("feast", "mlflow", "alembic", "bentoml", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    import warnings
+    # MLflow warns on every model it logs that it cannot read pip's version (uv environments have no pip)
+    # and that a Python object is pickled (Portrait's artefacts are, on purpose): nothing a user can act on.
+    for chatty in ("mlflow.utils.environment", "mlflow.pyfunc"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
+    from portrait.quiet import quiet_third_party
 
-    # ibis 10's DuckDB backend (used by our pipeline and Feast's offline store) calls DuckDB 2.0's
-    # deprecated fetch_arrow_table(); nothing of ours does, and a user cannot act on it.
-    warnings.filterwarnings(
-        "ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning
-    )
+    quiet_third_party()
 
 
 def _settings(*outputs: Path) -> Settings:
