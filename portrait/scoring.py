@@ -22,10 +22,9 @@ This module is for batch jobs: the service never imports it.
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,9 +35,8 @@ import pandas as pd
 
 from features import realtime
 from features.tables import PROFILE_VIEW, snapshot_files, snapshot_path, snapshots
-from portrait import catalogue
+from portrait import catalogue, tags
 from portrait.files import publish, temp_beside
-from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.model import TagModel
 from portrait.settings import Settings
 
@@ -49,12 +47,12 @@ logger = logging.getLogger(__name__)
 
 BATCH_VIEWS = ("customer_profile", "customer_transactions", "customer_behaviour")
 """The feature views the tag models' FeatureServices draw on (one row per customer and snapshot each)."""
-TAG_INPUTS = ("recency_days", "tenure_days", "orders_365d", "spend_365d")
+TAG_INPUTS = tags.TAG_INPUTS
 """Features the lifecycle stage and RFM segment read, whether or not a model does."""
 FEATURES_TS = "_features_ts"
 RT_PREFIX = "_rt_"
 """Prefix of the real-time view's columns in a partition's frame."""
-FLAGS = ("visited_today", "purchased_today", "cart_abandoned")
+FLAGS = tags.FLAGS
 
 
 class ScoringError(Exception):
@@ -122,17 +120,6 @@ def load_champions(settings: Settings) -> Champions:
 
 
 # ---- one partition: the same tags as the service ---------------------------------------------------------
-def _none(value: Any) -> Any:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-def _values(columns: Mapping[str, np.ndarray], name: str, n: int) -> list[Any]:
-    """A column as Python values with NaN as None (all None when absent), as the service reads them."""
-    if name not in columns:
-        return [None] * n
-    return [_none(v) for v in columns[name].tolist()]
-
-
 def _fields(champions: Champions) -> list[tuple[str, str, bool]]:
     """Per model, in catalogue order: ``(model, response field, is a value model)``."""
     out = []
@@ -204,7 +191,6 @@ def tags_frame(
                 known[feature] = np.array(known[feature], dtype="float64")
                 copied.add(feature)
             known[feature][i] = value
-    out = pd.DataFrame({"customer_id": known["customer_id"]})
     matrices: dict[Any, np.ndarray] = {}
     results = {}
     for name, model in champions.models.items():
@@ -214,47 +200,15 @@ def tags_frame(
         x = matrices[key]
         parts = model.scores_and_contributions(x, threads) if n else None
         results[name] = model.explain_columns(known, x=x, parts=parts)
-    for name, prefix, is_value in _fields(champions):
-        scores, tiers, reasons = results[name]
-        out[f"{prefix}_{'predicted' if is_value else 'probability'}"] = scores
-        out[f"{prefix}_tier"] = np.asarray(tiers, dtype=object)
-        out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in items) for items in reasons]
-        out[f"{prefix}_model_version"] = champions.versions[name]
-    for name, prefix, _ in _fields(
-        champions
-    ):  # the catalogue's extra outputs, as Tagger.tags_frame adds them
-        entry, base = catalogue.get(name), getattr(champions.models[name], "base", None)
-        if not entry.outputs or base is None or not hasattr(base, "served"):
-            continue
-        _, flat = base.served(
-            known,
-            results[name][0],
-            stamps,
-            known["customer_id"].tolist(),
-            [o.name for o in entry.outputs],
-            prefix=prefix,
-        )
-        for column, values in flat.items():
-            out[column] = values
-    segment = results.get(catalogue.SEGMENT_MODEL)
-    segment_tiers = segment[1] if segment is not None else [None] * n
-    get = {c: _values(known, c, n) for c in TAG_INPUTS}
-    out["lifecycle_stage"] = [
-        lifecycle_stage(r, t, tier)
-        for r, t, tier in zip(get["recency_days"], get["tenure_days"], segment_tiers, strict=True)
-    ]
-    edges = champions.rfm_edges()
-    rfm = [
-        rfm_segment(r, f, m, edges)
-        for r, f, m in zip(get["recency_days"], get["orders_365d"], get["spend_365d"], strict=True)
-    ]
-    out["rfm_segment"] = [s for s, _ in rfm]
-    out["rfm_score"] = [s for _, s in rfm]
-    out["features_timestamp"] = pd.to_datetime(pd.Series(stamps), unit="s", utc=True)
-    flags = [realtime.realtime_tags(row, now, cart_hours) for row in live]
-    for flag in FLAGS:
-        out[flag] = [tags[flag] for tags in flags]
-    return out
+    return tags.tags_frame(
+        known,
+        results,
+        champions.versions,
+        tags.model_outputs(champions.models, known, results, stamps),
+        champions.rfm_edges(),
+        [realtime.realtime_tags(row, now, cart_hours) for row in live],
+        stamps,
+    )
 
 
 def _column(series: pd.Series) -> np.ndarray:

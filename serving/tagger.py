@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from pydantic import TypeAdapter
 from features import realtime
 from features import store as fs
 from portrait import audit, catalogue
+from portrait import tags as flat_tags
 from portrait.backends import BackendUnavailable
 from portrait.lifecycle import lifecycle_stage, rfm_segment
 from portrait.lookalike import ExpansionRequest, ExpansionResult, LookalikeModel
@@ -501,22 +501,8 @@ class Tagger:
     def _outputs(
         self, known: dict[str, np.ndarray], results: dict[str, Any]
     ) -> dict[str, tuple[dict[str, list[Any]], dict[str, Any]]]:
-        """Per model with catalogue outputs: its extra tag fields (name -> one value per known customer)
-        and its flat export columns, from the model's parts (``model.base.served``)."""
-        out = {}
-        for name, (scores, _, _) in results.items():
-            entry, base = catalogue.get(name), getattr(self.models[name], "base", None)
-            if not entry.outputs or base is None or not hasattr(base, "served"):
-                continue
-            out[name] = base.served(
-                known,
-                scores,
-                known["_features_ts"],
-                known["customer_id"].tolist(),
-                [o.name for o in entry.outputs],
-                prefix=entry.response_field or name,
-            )
-        return out
+        """Per model with catalogue outputs: its extra tag fields and flat export columns."""
+        return flat_tags.model_outputs(self.models, known, results, known["_features_ts"])
 
     def _tag_fields(self) -> list[tuple[str, str, str, bool, int | None]]:
         """Per loaded tag model, in catalogue order: ``(model, response field, score field, is value,
@@ -552,7 +538,7 @@ class Tagger:
             for name, (scores, tiers, reasons) in results.items()
         ]
         recency, tenure, orders, spend = (
-            _column(known, c, n_known) for c in ("recency_days", "tenure_days", "orders_365d", "spend_365d")
+            flat_tags.column_values(known, c, n_known) for c in flat_tags.TAG_INPUTS
         )
         stamps = known["_features_ts"].tolist()
         segment = results.get(catalogue.SEGMENT_MODEL)
@@ -630,41 +616,16 @@ class Tagger:
     def tags_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """The same tags as flat columns, one row per known customer (for bulk export)."""
         known, results, _ = self._score(customer_ids)
-        n_known = len(known["customer_id"])
-        out = pd.DataFrame({"customer_id": known["customer_id"]})
-        fields = {name: (field, is_value) for name, field, _, is_value, _ in self._tag_fields()}
-        for name, (scores, tiers, reasons) in results.items():
-            prefix, is_value = fields[name]
-            out[f"{prefix}_{'predicted' if is_value else 'probability'}"] = scores
-            out[f"{prefix}_tier"] = np.asarray(tiers, dtype=object)
-            out[f"{prefix}_reasons"] = ["; ".join(x["text"] for x in items) for items in reasons]
-            out[f"{prefix}_model_version"] = self.versions[name]
-        for flat in (columns for _, columns in self._outputs(known, results).values()):
-            for column, values in flat.items():  # e.g. value_p10, category_<name> (audience filters)
-                out[column] = values
-        segment = results.get(catalogue.SEGMENT_MODEL)
-        churn_tiers = segment[1] if segment is not None else [None] * n_known
-        get = {
-            c: _column(known, c, n_known)
-            for c in ("recency_days", "tenure_days", "orders_365d", "spend_365d")
-        }
-        out["lifecycle_stage"] = [
-            lifecycle_stage(r, t, tier)
-            for r, t, tier in zip(get["recency_days"], get["tenure_days"], churn_tiers, strict=True)
-        ]
-        edges = self._rfm_edges()
-        rfm = [
-            rfm_segment(r, f, m, edges)
-            for r, f, m in zip(get["recency_days"], get["orders_365d"], get["spend_365d"], strict=True)
-        ]
-        out["rfm_segment"] = [s for s, _ in rfm]
-        out["rfm_score"] = [s for _, s in rfm]
-        out["features_timestamp"] = pd.to_datetime(pd.Series(known["_features_ts"]), unit="s", utc=True)
         now, hours = datetime.now(UTC), self.settings.cart_abandon_hours
-        live = [realtime.realtime_tags(r, now, hours) for r in known["_realtime"]]
-        for flag in ("visited_today", "purchased_today", "cart_abandoned"):
-            out[flag] = [tags[flag] for tags in live]
-        return out
+        return flat_tags.tags_frame(
+            known,
+            results,
+            self.versions,
+            self._outputs(known, results),
+            self._rfm_edges(),
+            [realtime.realtime_tags(r, now, hours) for r in known["_realtime"]],
+            known["_features_ts"],
+        )
 
     # -- lookalike -------------------------------------------------------------------------------------
     def expand(self, request: ExpansionRequest) -> ExpansionResult:
@@ -698,13 +659,6 @@ def freeze_startup_objects() -> None:
     gc.collect()
     gc.freeze()
     logger.info("froze %d start-up objects out of the garbage collector", gc.get_freeze_count())
-
-
-def _column(columns: dict[str, np.ndarray], name: str, n: int) -> list[Any]:
-    """A column as Python values with NaN as None (all None when the models do not read it)."""
-    if name not in columns:
-        return [None] * n
-    return [_nan_none(v) for v in columns[name].tolist()]
 
 
 _NUMBER_KINDS = frozenset({"double_val", "float_val", "int64_val", "int32_val"})
@@ -759,10 +713,6 @@ def response_columns(
         if len(seconds) == n:
             np.maximum(stamps, seconds, out=stamps)
     return columns, (found if found is not None else np.zeros(n, dtype=bool)), stamps
-
-
-def _nan_none(value: Any) -> Any:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def _as_datetime(value: Any) -> datetime:
