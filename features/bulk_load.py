@@ -1020,6 +1020,11 @@ def _connect(path: Path) -> sqlite3.Connection:
             "could not put %s in WAL mode (%s): readers may wait for the load's commits", path, mode
         )
     con.execute("PRAGMA synchronous = NORMAL")
+    # Debian's (and many distributions') SQLite is built with SECURE_DELETE on: every page a DROP frees is
+    # overwritten with zeros through the WAL, which made dropping the replaced tables of a 1M-customer load
+    # take 56 s. FAST zeroes deleted content only where it costs no extra I/O; the freed pages hold feature
+    # values (no raw input) and are overwritten by the next load, which reuses them.
+    con.execute("PRAGMA secure_delete = FAST")
     con.execute("PRAGMA cache_size = -262144")
     con.execute("PRAGMA journal_size_limit = 67108864")
     return con
