@@ -21,7 +21,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,15 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results import publish  # noqa: E402
 from portrait.settings import Settings  # noqa: E402
+from serving.process import ServiceProcess, free_port  # noqa: E402
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
 logger = logging.getLogger("bench_realtime")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build(home: Path, customers: int) -> None:
@@ -184,7 +178,7 @@ def main() -> None:
     ids = pd.read_parquet(
         snapshot_files(Settings(home=home).features_dir, PROFILE_VIEW)[-1]
     ).customer_id.tolist()
-    port = _port()
+    port = free_port()
     stream = f"bench-events-{uuid.uuid4().hex[:6]}"
     env = {
         **os.environ,
@@ -197,26 +191,13 @@ def main() -> None:
     env.pop("PORTRAIT_API_KEYS", None)
     logs = home / "bench_logs"
     logs.mkdir(exist_ok=True)
-    server = start(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)],
-        env,
-        logs / "server.log",
-    )
+    server = ServiceProcess(None, logs / "server.log", env=env, port=port)
     consumer = start([sys.executable, "-m", "portrait.cli", "stream"], env, logs / "consumer.log")
     logger.info("server and consumer logs in %s", logs)
     base = f"http://127.0.0.1:{port}"
     rows = []
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the service did not become ready")
-            time.sleep(0.5)
+        server.wait_ready(180)
         before = landed(home) if (home / "data" / "landing" / "landing.db").exists() else 0
 
         answered = {"accepted": 0, "duplicates": 0, "rejected": 0}
@@ -271,7 +252,7 @@ def main() -> None:
         publisher.delete(stream)
     finally:
         stop(consumer)
-        stop(server)
+        server.stop()
     load = os.getloadavg()
     lines = [
         f"Load average at the start {load_start[0]:.2f} / {load_start[1]:.2f} / {load_start[2]:.2f}; running "

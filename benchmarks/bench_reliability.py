@@ -23,8 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's pa
 from results import publish  # noqa: E402
 
 from portrait.settings import API_SCOPES, Settings  # noqa: E402
+from serving.process import ServiceProcess  # noqa: E402
 from tests.serving.test_schemathesis import FuzzRun, run_schemathesis  # noqa: E402
 
 SECTION = "## Reliability"
@@ -95,74 +94,6 @@ def workspace(workdir: Path, customers: int) -> Path:
     )
     marker.write_text(json.dumps({"customers": customers, "built": datetime.now(UTC).isoformat()}))
     return home
-
-
-class Server:
-    """``bentoml serve serving.service:Portrait`` on a free port of 127.0.0.1, with API keys."""
-
-    def __init__(self, home: Path, log: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
-        env |= {"PORTRAIT_HOME": str(home), "PORTRAIT_API_KEYS": json.dumps({KEY: list(API_SCOPES)})}
-        self.log = log
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    "serving.service:Portrait",
-                    "--port",
-                    str(self.port),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self, timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"not ready after {timeout_s:.0f} s")
-
-    def pids(self) -> set[int]:
-        try:
-            root = psutil.Process(self.process.pid)
-            return {root.pid, *(c.pid for c in root.children(recursive=True))}
-        except psutil.Error:
-            return set()
-
-    def rss_mb(self) -> float:
-        total = 0
-        for pid in self.pids():
-            try:
-                total += psutil.Process(pid).memory_info().rss
-            except psutil.Error:
-                continue
-        return total / 1e6
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
 
 
 @dataclass
@@ -264,15 +195,15 @@ def main() -> None:
         "uptime_start": uptime(),
         "st_version": schemathesis.__version__,
     }
-    server = Server(home, args.workdir / "server.log")
+    server = ServiceProcess(home, args.workdir / "server.log", api_keys={KEY: API_SCOPES})
     try:
-        server.wait_ready()
+        server.wait_ready(300)
         context["beside"] = beside({os.getpid(), *server.pids()})
-        rss = {"start": server.rss_mb()}
+        rss = {"start": server.rss_bytes() / 1e6}
         fuzz = run_schemathesis(server.url, KEY, max_time_s=args.fuzz_seconds)
-        rss["fuzzed"] = server.rss_mb()
+        rss["fuzzed"] = server.rss_bytes() / 1e6
         load = asyncio.run(_load(server.url, ids, args.concurrency, args.duration))
-        rss["loaded"] = server.rss_mb()
+        rss["loaded"] = server.rss_bytes() / 1e6
     finally:
         server.stop()
     context["uptime_end"] = uptime()

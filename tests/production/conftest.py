@@ -30,6 +30,7 @@ from features.synth import SynthConfig
 from portrait.backends import drop_postgres_database, normalize_postgres_url
 from portrait.settings import Settings
 from portrait.workflow import synthesize
+from serving.process import free_port
 from tests.conftest import ci_required
 from training import churn
 from training.train import plan_for
@@ -59,12 +60,6 @@ def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

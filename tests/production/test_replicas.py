@@ -4,85 +4,38 @@ PostgreSQL). They answer the same tags, and when one is killed (SIGKILL) the oth
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from features import store as fs
-from tests.production.conftest import PLAN, SNAPSHOT, free_port, production_settings, snapshot_customers
+from serving.process import ServiceProcess
+from tests.production.conftest import PLAN, SNAPSHOT, production_settings, snapshot_customers
 from training import churn
 from training import fit as fit_module
 from training.train import train_model
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
-ROOT = Path(__file__).resolve().parents[2]
 READY_S = 240
 
 
-class Replica:
+class Replica(ServiceProcess):
     """One `bentoml serve` process on its own port and workspace; its log goes to a file."""
 
     def __init__(self, name: str, home: Path, env: dict[str, str], log: Path) -> None:
         self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
         home.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    "serving.service:Portrait",
-                    "--port",
-                    str(self.port),
-                ],
-                cwd=ROOT,
-                env={**env, "PORTRAIT_HOME": str(home)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"replica {self.name} exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        super().__init__(home, log, env=env)
 
     def tags(self, ids: list[str]) -> list[dict]:
         response = httpx.post(f"{self.url}/v1/tags", json={"customer_ids": ids}, timeout=60)
         assert response.status_code == 200, response.text
         return response.json()
-
-    def kill(self) -> None:
-        """SIGKILL the replica: the server and every process under it, as when its machine or container
-        dies. (Killing `bentoml serve` alone is not enough: its workers run in sessions of their own and
-        keep answering on the socket they inherited.)"""
-        try:
-            tree = [psutil.Process(self.process.pid)]
-            tree += tree[0].children(recursive=True)
-        except psutil.NoSuchProcess:
-            tree = []
-        for process in tree:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.send_signal(signal.SIGKILL)
-        psutil.wait_procs(tree, timeout=30)
-        self.process.wait(timeout=30)
 
 
 def _serve_from_any(replicas: list[Replica], ids: list[str], start: int) -> tuple[str, list[dict]]:

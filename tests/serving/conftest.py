@@ -11,6 +11,7 @@ import pytest
 from features.synth import SynthConfig
 from portrait.settings import Settings
 from portrait.workflow import build_workspace
+from serving.process import ServiceProcess
 
 END = datetime(2025, 1, 1, tzinfo=UTC)
 SNAPSHOT = END + timedelta(days=1)
@@ -72,89 +73,21 @@ def api(served_home: Path):
         os.environ["PORTRAIT_HOME"] = old
 
 
-class RealServer:
+class RealServer(ServiceProcess):
     """A real ``bentoml serve serving.service:Portrait`` subprocess on ``served_home``, with API keys.
 
     ``key`` has every scope. The server's log goes to ``log`` (read it with :meth:`log_text`).
     """
 
     SCOPES = ("tags:read", "lookalike:create", "events:write", "audiences:read", "audiences:write")
+    key = "test-key-all-scopes"
 
     def __init__(self, home: Path, log: Path) -> None:
-        import json
-        import os
-        import socket
-        import subprocess
-        import sys
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.key = "test-key-all-scopes"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PORTRAIT_")}
-        env |= {"PORTRAIT_HOME": str(home), "PORTRAIT_API_KEYS": json.dumps({self.key: list(self.SCOPES)})}
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bentoml",
-                    "serve",
-                    "serving.service:Portrait",
-                    "--port",
-                    str(self.port),
-                ],
-                cwd=Path(__file__).resolve().parents[2],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        super().__init__(home, log, api_keys={self.key: self.SCOPES})
 
     @property
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
-
-    def log_text(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")
-
-    def wait_ready(self, timeout_s: float = 240) -> None:
-        import time
-
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"bentoml serve exited: {self.log_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"not ready after {timeout_s} s: {self.log_text()[-3000:]}"
-            time.sleep(0.5)
-
-    def rss_bytes(self) -> int:
-        """Resident memory of the server and its workers."""
-        import psutil
-
-        root = psutil.Process(self.process.pid)
-        return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-
-    def stop(self) -> None:
-        import os
-        import signal
-
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except Exception:  # noqa: BLE001 - a server that will not stop is killed
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

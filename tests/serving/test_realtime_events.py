@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,14 +15,9 @@ from features.pipeline import compute_features
 from features.tables import snapshot_path
 from portrait.settings import Settings
 from portrait.workflow import validate
+from serving.process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -36,35 +25,9 @@ def live(served_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """A copy of the served workspace (the shared one stays untouched) and a real server on it."""
     home = tmp_path_factory.mktemp("realtime") / "ws"
     shutil.copytree(served_home, home)
-    port = _free_port()
-    env = {**os.environ, "PORTRAIT_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    env.pop("PORTRAIT_API_KEYS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "serving.service:Portrait", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError(f"the service did not become ready: {proc.stderr.read().decode()[-3000:]}")
-        time.sleep(0.5)
-    yield base, home
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    with ServiceProcess(home, home.parent / "server.log") as server:
+        server.wait_ready(120)
+        yield server.url, home
 
 
 def _tags(base: str, ids: list[str]) -> list[dict]:

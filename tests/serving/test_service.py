@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import mlflow
@@ -16,6 +11,7 @@ import numpy as np
 import pytest
 
 from portrait.registry import connect
+from serving.process import ServiceProcess
 from tests.serving.conftest import SNAPSHOT, offline_features
 
 KNOWN = ["C0000001", "C0000002", "C0000003", "C0000010"]
@@ -269,50 +265,11 @@ def test_tags_body_is_bentomls_default_encoding(client):
     assert json.loads(TagsOutput(tags).model_dump_json()) == r.json()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_real_bentoml_server_answers_over_http(served):
-    port = _free_port()
-    env = {**os.environ, "PORTRAIT_HOME": str(served.home)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "serving.service:Portrait",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (
-                proc.stderr.read().decode()[-2000:] if proc.stderr else "server exited"
-            )
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the server did not become ready in 120 s")
+def test_real_bentoml_server_answers_over_http(served, tmp_path):
+    with ServiceProcess(served.home, tmp_path / "server.log") as server:
+        server.wait_ready(120)
+        base = server.url
         r = httpx.post(f"{base}/v1/tags", json={"customer_ids": ["C0000001", "nobody"]}, timeout=30)
         assert r.status_code == 200
         assert [b["found"] for b in r.json()] == [True, False]
         assert httpx.post(f"{base}/v1/tags", content=b"[", timeout=30).status_code == 400
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
