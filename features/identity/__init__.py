@@ -66,6 +66,8 @@ def stitch_workspace(
     """Validate ``data/raw/identities``, stitch, and key ``data/clean`` by OneID (see the module doc).
 
     Incremental unless ``full`` (or the records changed); ``retrain`` trains the Splink model again.
+    Validation normalises only the raw rows that changed since the previous run (see
+    :func:`validate_identities`); ``full`` or ``retrain`` normalise every row again.
     Raises :class:`StitchError`, :class:`IdentityConfigError` or ``features.validate.ContractError``
     (one sentence each) for inputs or settings that cannot be used.
     """
@@ -81,6 +83,7 @@ def stitch_workspace(
             clean_path=clean,
             quarantine_path=settings.quarantine_dir / "identities.parquet",
             now=now,
+            reuse=not (full or retrain),
         )
         from portrait.files import write_text_atomic
 

@@ -32,25 +32,32 @@ stored values):
 Validation: a row is **quarantined** (with the first failing reason of :data:`REASONS`) when it cannot be
 used at all; a single unusable **value** is cleared and counted in ``cleared`` by reason
 (:data:`CLEARED_REASONS`), the rest of the row is kept.
+
+Reuse: a raw row unchanged since the previous validation (same salted MD5 of its contract columns) takes
+its previous clean row instead of being normalised again, unless anything normalisation depends on
+changed (see :func:`validate_identities`); the output is the same as a full validation's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from features.identity.config import IdentityConfig
 from features.validate import ContractError
-from portrait.files import atomic_path, publish, temp_beside
+from portrait.files import atomic_path, publish, temp_beside, write_text_atomic
 
 if TYPE_CHECKING:
     from portrait.settings import Settings
@@ -209,6 +216,16 @@ def name_sql(column: str) -> str:
     return f"nullif(trim(regexp_replace({kept}, '\\s+', ' ', 'g')), '')"
 
 
+def first_name_sql(name: str) -> str:
+    """The first word of a normalised name (:func:`name_sql`)."""
+    return f"nullif(split_part({name}, ' ', 1), '')"
+
+
+def last_name_sql(name: str) -> str:
+    """The words after the first of a normalised name (:func:`name_sql`), NULL when there are none."""
+    return f"CASE WHEN strpos({name}, ' ') > 0 THEN nullif(substr({name}, strpos({name}, ' ') + 1), '') END"
+
+
 def birth_date_sql(column: str, now: datetime) -> str:
     """A plausible date of birth, else NULL."""
     as_date = f"TRY_CAST(TRY_CAST({column} AS VARCHAR) AS DATE)"
@@ -299,6 +316,9 @@ class IdentityValidation(BaseModel):
         default_factory=list, description="Input columns that are not in the contract."
     )
     hashed: bool = False
+    reused: int = Field(
+        0, description="Rows not normalised again: unchanged since the previous validation, clean row reused."
+    )
     clean_path: str | None = None
     quarantine_path: str | None = None
     seconds: float = 0.0
@@ -329,6 +349,184 @@ def _reader(source: Path) -> str:
     return f"read_parquet({lit(str(source))}, filename=true, file_row_number=true)"
 
 
+NORMALISER_VERSION = 2
+"""Version of the code that turns a raw row into its clean row (the SQL above and the validation below).
+Bump it with any change to either: the next validation then normalises every row again instead of reusing
+the previous run's clean rows (see :func:`validate_identities`)."""
+_REUSE_FORMAT = 1
+_LOW64 = "18446744073709551615::UHUGEINT"
+
+
+def reuse_paths(clean_path: Path) -> tuple[Path, Path]:
+    """The two files beside ``clean_path`` that let the next validation reuse its rows: the row keys
+    (Parquet) and their signature (JSON). Hidden and without a ``.parquet`` suffix, so that nothing takes
+    them for a table of ``data/clean``."""
+    return (
+        clean_path.with_name(f".{clean_path.stem}.reuse"),
+        clean_path.with_name(f".{clean_path.stem}.reuse.json"),
+    )
+
+
+def _reuse_signature(config: IdentityConfig) -> dict[str, Any]:
+    """What a clean row depends on besides its raw row and the validation date: a change means a full run."""
+    return json.loads(
+        json.dumps(
+            {
+                "format": _REUSE_FORMAT,
+                "normaliser": NORMALISER_VERSION,
+                "duckdb": duckdb.__version__,
+                "config": config.normalisation_signature(),
+            }
+        )
+    )
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    status = path.stat()
+    return {"size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _previous_salt(clean_path: Path, config: IdentityConfig) -> str | None:
+    """The row-key salt of the previous validation when its clean rows can be reused, else None (why is logged)."""
+    rows_path, signature_path = reuse_paths(clean_path)
+    try:
+        saved = json.loads(signature_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        logger.info(
+            "identities: no reusable previous validation beside %s: every row is normalised", clean_path
+        )
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("identities: %s is unreadable (%s): every row is normalised", signature_path, exc)
+        return None
+    why = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("salt"), str):
+        why = "it is not a signature"
+    elif saved.get("signature") != _reuse_signature(config):
+        why = "the identity settings or the normalisation code changed"
+    else:
+        try:
+            if saved.get("clean") != _stamp(clean_path) or saved.get("rows") != _stamp(rows_path):
+                why = f"{clean_path.name} changed since"
+        except OSError:
+            why = f"{clean_path.name} or its row keys are missing"
+    if why is not None:
+        logger.info("identities: previous clean rows not reused (%s): every row is normalised", why)
+        return None
+    return saved["salt"]
+
+
+def _row_key_sql(texts: list[str], prefix: str) -> str:
+    """A row's key: MD5 (128 bits, as UHUGEINT) of its contract columns' text, salted.
+
+    The text is a JSON list (unambiguous: NULL is not '' and no separator can occur inside a value) led by
+    the salt, so the key of a row of personal data cannot be recomputed without the salt."""
+    return f"md5_number(to_json([{lit(prefix)}, {', '.join(texts)}]))"
+
+
+def _normalised_rows(
+    con: duckdb.DuckDBPyConnection,
+    config: IdentityConfig,
+    *,
+    raw: str,
+    key: str,
+    now: datetime,
+    previous: tuple[Path, Path] | None,
+) -> tuple[str, int, int]:
+    """Normalise and validate the rows of ``raw`` (the contract columns as text, with ``__file`` and
+    ``__row``; ``key`` is the row key expression over them).
+
+    Creates the temporary tables ``kept`` (rows whose clean row is reused: its position in the previous
+    clean output; ``previous`` = (that output, its row keys), None for a full run), ``fresh`` (the other
+    rows, normalised here) and ``bad`` (quarantined rows and their reasons). Returns the query of the
+    accepted rows ordered by record id (the clean columns, the row key as ``k_hi`` / ``k_lo`` and the
+    ``has_*`` flags), the rows read and the rows reused.
+    """
+    flagged = (*config.kinds, "birth_date")
+    fresh = {
+        "record_id": _text(qi("record_id")),
+        "source": _text(qi("source")),
+        **{f"n_{k}": kind_sql(k, qi(k), config) for k in config.kinds},
+        "name": name_sql(qi("name")),
+        "birth_date": birth_date_sql(qi("birth_date"), now),
+        "postcode": postcode_sql(qi("postcode")),
+        **{f"has_{c}": f"{_text(qi(c))} IS NOT NULL" for c in flagged},
+    }
+    normalised = ", ".join(f"{e} AS {qi(n)}" for n, e in fresh.items())
+    clean, keys = previous or (None, None)
+    if keys is None:
+        rows = raw
+    else:
+        # The raw rows whose key is among the previous clean rows' keys: that row is their clean row.
+        run(
+            con,
+            "CREATE TEMP TABLE kept AS SELECT s.__file, s.__row, s.__k, p.pos AS __pos, "
+            + ", ".join(f"p.{qi('has_' + c)}" for c in flagged)
+            + f" FROM (SELECT __file, __row, {key} AS __k FROM {raw}) s JOIN (SELECT "
+            "((k_hi::UHUGEINT << 64) | k_lo::UHUGEINT) AS __k, pos, "
+            + ", ".join(qi("has_" + c) for c in flagged)
+            + f" FROM read_parquet({lit(str(keys))})) p USING (__k)",
+        )
+        rows = f"(SELECT * FROM {raw} ANTI JOIN kept USING (__file, __row))"
+    run(
+        con,
+        "CREATE TEMP TABLE fresh AS SELECT __file, __row, __k, record_id, source, "
+        f"{first_name_sql('name')} AS first_name, {last_name_sql('name')} AS last_name, birth_date, postcode, "
+        + ", ".join(f"{hashed_sql(k, qi('n_' + k), config)} AS {qi('v_' + k)}" for k in config.kinds)
+        + ", "
+        + ", ".join(qi("has_" + c) for c in flagged)
+        + f" FROM (SELECT __file, __row, {key} AS __k, {normalised} FROM {rows})",
+    )
+    previous_rows = f"read_parquet({lit(str(clean))}, file_row_number=true)" if clean is not None else ""
+    # A row is quarantined for its own values (a reused row was accepted: its values pass), else as an exact
+    # duplicate (same key) or a second row of a record id (both need a record id shared by several rows).
+    any_id = " OR ".join(f"{qi('v_' + k)} IS NOT NULL" for k in config.kinds)
+    local = (
+        "SELECT __file, __row, __k, record_id, CASE WHEN record_id IS NULL THEN 'missing_record_id' "
+        "WHEN source IS NULL THEN 'missing_source' "
+        f"WHEN NOT ({any_id}) AND first_name IS NULL THEN 'no_identifier' END AS reason FROM fresh"
+    )
+    if clean is not None:
+        local += (
+            " UNION ALL SELECT kept.__file, kept.__row, kept.__k, c.record_id, NULL AS reason FROM kept "
+            f"JOIN {previous_rows} c ON c.file_row_number = kept.__pos"
+        )
+    run(
+        con,
+        f"CREATE TEMP TABLE bad AS WITH r AS ({local}), "
+        "ok AS (SELECT __file, __row, __k, record_id FROM r WHERE reason IS NULL), "
+        "shared AS (SELECT * FROM ok WHERE record_id IN "
+        "(SELECT record_id FROM ok GROUP BY record_id HAVING count(*) > 1)), "
+        "late AS (SELECT __file, __row, CASE "
+        "WHEN row_number() OVER (PARTITION BY __k ORDER BY __file, __row) > 1 THEN 'duplicate' "
+        "WHEN row_number() OVER (PARTITION BY record_id ORDER BY __file, __row) > 1 THEN 'duplicate_record_id' "
+        "END AS reason FROM shared) "
+        "SELECT __file, __row, reason FROM r WHERE reason IS NOT NULL "
+        "UNION ALL SELECT __file, __row, reason FROM late WHERE reason IS NOT NULL",
+    )
+    key_split = f"(__k >> 64)::UBIGINT AS k_hi, (__k & {_LOW64})::UBIGINT AS k_lo"
+    flags = ", ".join(qi("has_" + c) for c in flagged)
+    accepted = (
+        "SELECT record_id, source, first_name, last_name, birth_date, postcode, "
+        + ", ".join(f"{qi('v_' + k)} AS {qi(k)}" for k in config.kinds)
+        + f", {key_split}, {flags} FROM fresh ANTI JOIN bad USING (__file, __row)"
+    )
+    if clean is not None:
+        # The previous birth date was valid at the previous validation date; the bound moves with ``now``.
+        accepted += (
+            " UNION ALL SELECT c.record_id, c.source, c.first_name, c.last_name, CASE WHEN c.birth_date <= "
+            f"DATE {lit(now.date().isoformat())} THEN c.birth_date END, c.postcode, "
+            + ", ".join(f"c.{qi(k)}" for k in config.kinds)
+            + f", {key_split}, {flags} FROM (SELECT * FROM kept ANTI JOIN bad USING (__file, __row)) k "
+            f"JOIN {previous_rows} c ON c.file_row_number = k.__pos"
+        )
+    counts = "SELECT (SELECT count(*) FROM fresh), " + (
+        "0" if clean is None else "(SELECT count(*) FROM kept)"
+    )
+    rows_fresh, reused = run(con, counts).fetchall()[0]
+    return f"SELECT * FROM ({accepted}) ORDER BY record_id", int(rows_fresh) + int(reused), int(reused)
+
+
 def validate_identities(
     source: Path,
     config: IdentityConfig,
@@ -337,16 +535,34 @@ def validate_identities(
     quarantine_path: Path,
     now: datetime | None = None,
     threads: int | None = None,
+    reuse: bool = True,
 ) -> IdentityValidation:
     """Validate and normalise the identities input into ``clean_path`` (see the module doc).
+
+    **Reuse.** A raw row that is unchanged since the previous validation into ``clean_path`` is not
+    normalised again: its clean row is taken from the previous output. Rows are matched by a salted MD5 of
+    their contract columns (:func:`_row_key_sql`), kept with each clean row's position beside the output
+    (:func:`reuse_paths`) with a signature of what normalisation depends on (the identity settings that
+    shape a stored value, :data:`NORMALISER_VERSION`, DuckDB's version) and of the output files; any
+    mismatch, or ``reuse=False``, normalises every row. Whatever depends on the other rows (duplicates,
+    quarantine, counts) or on ``now`` (the birth date bound) is computed again on every run, so the output
+    is the one a full validation writes. Outputs are written to temporary files and moved into place, the
+    signature last, so an interrupted run leaves the previous output (and a run that reuses nothing next).
 
     Raises :class:`features.validate.ContractError` (one sentence) for an unusable input: missing, not
     readable, without ``record_id`` / ``source`` columns, or without a usable row.
     """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     began = time.perf_counter()
     now = (now or datetime.now(UTC)).astimezone(UTC)
     if not source.exists():
         raise ContractError(f"identities input {source} does not exist.")
+    rows_path, signature_path = reuse_paths(clean_path)
+    salt = _previous_salt(clean_path, config) if reuse else None
+    previous = (clean_path, rows_path) if salt is not None else None
+    salt = salt or secrets.token_hex(16)
     with duckdb.connect() as con:
         run(con, "SET TimeZone = 'UTC'")
         if threads or config.threads:
@@ -366,74 +582,59 @@ def validate_identities(
             )
         contract = ["record_id", "source", *config.kinds, "name", "birth_date", "postcode"]
         ignored = [c for c in data_columns if c not in contract]
-
-        def col(name: str) -> str:
-            return qi(name) if name in data_columns else "NULL"
-
-        kind_norm = ", ".join(f"{kind_sql(k, col(k), config)} AS {qi('n_' + k)}" for k in config.kinds)
-        run(
-            con,
-            f"CREATE TEMP TABLE t AS SELECT filename AS __file, file_row_number AS __row, "
-            f"{_text(col('record_id'))} AS record_id, {_text(col('source'))} AS source, {kind_norm}, "
-            f"{name_sql(col('name'))} AS name, {birth_date_sql(col('birth_date'), now)} AS birth_date, "
-            f"{postcode_sql(col('postcode'))} AS postcode, "
-            + ", ".join(
-                f"{_text(col(c))} IS NOT NULL AS {qi('has_' + c)}" for c in (*config.kinds, "birth_date")
-            )
-            + f", hash({', '.join(f'CAST({col(c)} AS VARCHAR)' for c in contract)}) AS __h FROM src",
+        # Every contract column as text (a missing one is NULL): all that normalisation and the row key see.
+        texts = ", ".join(
+            f"CAST({qi(c) if c in data_columns else 'NULL'} AS VARCHAR) AS {qi(c)}" for c in contract
         )
-        rows_read = run(con, "SELECT count(*) FROM t").fetchone()[0]
-        if rows_read == 0:
-            raise ContractError(f"identities input {source} has no data rows.")
-        any_id = " OR ".join(f"{qi('n_' + k)} IS NOT NULL" for k in config.kinds)
-        run(
-            con,
-            "CREATE TEMP TABLE r AS SELECT __file, __row, CASE "
-            "WHEN record_id IS NULL THEN 'missing_record_id' WHEN source IS NULL THEN 'missing_source' "
-            f"WHEN NOT ({any_id}) AND name IS NULL THEN 'no_identifier' END AS reason FROM t",
-        )
-        run(
-            con,
-            "CREATE TEMP TABLE late AS SELECT __file, __row, CASE "
-            "WHEN row_number() OVER (PARTITION BY __h ORDER BY __file, __row) > 1 THEN 'duplicate' "
-            "WHEN row_number() OVER (PARTITION BY record_id ORDER BY __file, __row) > 1 THEN 'duplicate_record_id' "
-            "END AS reason FROM t JOIN r USING (__file, __row) WHERE r.reason IS NULL",
-        )
-        run(
-            con,
-            "CREATE TEMP TABLE bad AS SELECT __file, __row, reason FROM r WHERE reason IS NOT NULL "
-            "UNION ALL SELECT __file, __row, reason FROM late WHERE reason IS NOT NULL",
-        )
+        prefix = f"{config.hash_salt}:{salt}" if config.hash_salt is not None else salt
+        raw = f"(SELECT filename AS __file, file_row_number AS __row, {texts} FROM src)"
+        key = _row_key_sql([qi(c) for c in contract], prefix)
+        while True:
+            try:
+                accepted_sql, rows_read, reused = _normalised_rows(
+                    con, config, raw=raw, key=key, now=now, previous=previous
+                )
+                if rows_read == 0:
+                    raise ContractError(f"identities input {source} has no data rows.")
+                selected = con.sql(accepted_sql).to_arrow_table()
+                break
+            except duckdb.Error as exc:
+                if previous is None:
+                    raise
+                logger.warning(
+                    "identities: previous clean rows not reused (%s): every row is normalised", exc
+                )
+                for table in ("kept", "fresh", "bad"):
+                    run(con, f"DROP TABLE IF EXISTS {table}")
+                previous = None
+        flagged = (*config.kinds, "birth_date")
         cleared: dict[str, int] = {}
         for reason, fmt in (("invalid_email", "email"), ("invalid_phone", "phone")):
-            kinds = [k for k in config.kinds if config.format_of(k) == fmt]
-            if kinds:
-                cond = " + ".join(f"({qi('has_' + k)} AND {qi('n_' + k)} IS NULL)::INT" for k in kinds)
-                cleared[reason] = run(
-                    con, f"SELECT coalesce(sum({cond}), 0) FROM t ANTI JOIN bad USING (__file, __row)"
-                ).fetchone()[0]
-        cleared["invalid_birth_date"] = run(
-            con,
-            "SELECT count(*) FROM t ANTI JOIN bad USING (__file, __row) WHERE has_birth_date AND birth_date IS NULL",
-        ).fetchone()[0]
-        cleared = {k: int(v) for k, v in cleared.items() if v}
+            for kind in (k for k in config.kinds if config.format_of(k) == fmt):
+                lost = pc.and_(selected["has_" + kind], pc.is_null(selected[kind]))
+                cleared[reason] = cleared.get(reason, 0) + int(pc.sum(lost).as_py() or 0)
+        undated = pc.and_(selected["has_birth_date"], pc.is_null(selected["birth_date"]))
+        cleared["invalid_birth_date"] = int(pc.sum(undated).as_py() or 0)
+        cleared = {k: v for k, v in cleared.items() if v}
 
-        stored = ", ".join(f"{hashed_sql(k, qi('n_' + k), config)} AS {qi(k)}" for k in config.kinds)
-        clean_select = (
-            "SELECT record_id, source, nullif(split_part(name, ' ', 1), '') AS first_name, "
-            "CASE WHEN strpos(name, ' ') > 0 THEN nullif(substr(name, strpos(name, ' ') + 1), '') END AS last_name, "
-            f"birth_date, postcode, {stored} FROM t ANTI JOIN bad USING (__file, __row) ORDER BY record_id"
-        )
         schema = clean_schema(config)
         tmp_clean, tmp_quarantine = temp_beside(clean_path), temp_beside(quarantine_path)
-        clean_path.parent.mkdir(parents=True, exist_ok=True)
-        quarantine_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_rows = temp_beside(rows_path)
         try:
-            table = con.sql(clean_select).to_arrow_table().cast(schema)
-            accepted = table.num_rows
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, tmp_clean)
+            accepted = selected.num_rows
+            pq.write_table(selected.select(schema.names).cast(schema), tmp_clean)
+            # The row keys of the clean rows, by position. A cleared birth date may become valid later (it
+            # depends on the validation date): such a row is normalised again next time.
+            keys = pa.table(
+                {
+                    "k_hi": selected["k_hi"],
+                    "k_lo": selected["k_lo"],
+                    "pos": pa.array(np.arange(accepted, dtype=np.int64)),
+                    **{"has_" + c: selected["has_" + c] for c in flagged},
+                }
+            )
+            pq.write_table(keys.filter(pc.invert(undated)), tmp_rows)
+            del selected, keys
             raw_cols = ", ".join(
                 f"CAST(s.{qi(c)} AS VARCHAR) AS {qi('raw_' + c if c in QUARANTINE_EXTRA_COLUMNS else c)}"
                 for c in data_columns
@@ -456,10 +657,20 @@ def validate_identities(
                 raise ContractError(
                     f"identities input {source} has no usable row: all {rows_read:,} rows failed ({detail})."
                 )
-            publish([(tmp_clean, clean_path), (tmp_quarantine, quarantine_path)])
+            # The signature goes first and comes back last: until it does, the next run reuses nothing.
+            signature_path.unlink(missing_ok=True)
+            publish([(tmp_clean, clean_path), (tmp_quarantine, quarantine_path), (tmp_rows, rows_path)])
+            saved = {
+                "signature": _reuse_signature(config),
+                "salt": salt,
+                "clean": _stamp(clean_path),
+                "rows": _stamp(rows_path),
+            }
+            write_text_atomic(signature_path, json.dumps(saved, indent=2))
         finally:
             tmp_clean.unlink(missing_ok=True)
             tmp_quarantine.unlink(missing_ok=True)
+            tmp_rows.unlink(missing_ok=True)
     by_reason = {r: int(by_reason_raw[r]) for r, _ in REASONS if by_reason_raw.get(r)}
     report = IdentityValidation(
         source=str(source),
@@ -470,13 +681,14 @@ def validate_identities(
         cleared=cleared,
         ignored_columns=ignored,
         hashed=config.hash_salt is not None,
+        reused=int(reused),
         clean_path=str(clean_path),
         quarantine_path=str(quarantine_path),
         seconds=round(time.perf_counter() - began, 3),
     )
     logger.info(
-        "identities: %d rows, %d accepted, %d quarantined %s, cleared %s (%.1f s)",
-        rows_read, accepted, quarantined, by_reason or "", cleared or "-", report.seconds,
+        "identities: %d rows (%d reused), %d accepted, %d quarantined %s, cleared %s (%.1f s)",
+        rows_read, reused, accepted, quarantined, by_reason or "", cleared or "-", report.seconds,
     )  # fmt: skip
     return report
 

@@ -33,25 +33,14 @@ from features.identity import (
     validate_identities,
 )
 from features.identity.normalise import kind_sql
-from features.synth_identity import IdentityNoise, IdentitySynthConfig, generate_identities
+from features.synth_identity import FIELDS, IdentityNoise, IdentitySynthConfig, generate_identities
 from features.validate import ContractError
 from portrait.settings import Settings
 from tests.conftest import TINY_CUSTOMERS, TINY_EVENTS, TINY_TRANSACTIONS, write_table
 
 PEOPLE = 1_500
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-COLUMNS = (
-    "record_id",
-    "source",
-    "email",
-    "phone",
-    "member_id",
-    "account_id",
-    "device_id",
-    "name",
-    "birth_date",
-    "postcode",
-)
+COLUMNS = ("record_id", "source", *FIELDS)
 
 
 def settings_for(home: Path, **overrides: object) -> Settings:
