@@ -7,8 +7,9 @@ For each ``--sizes`` (default 10,000 and 100,000 synthetic customers), on the sa
    Spark session's start is timed apart. Then one Spark task rewrites the largest table as one file (what the
    one-file-per-view layout costs at the end of a build: the serial part of a Spark build).
 2. **Training frame**: Feast ``get_historical_features`` of the ``tags_v1`` FeatureService for every customer
-   at the snapshot: the DuckDB offline store (production profile) and the Spark offline store (cluster
-   profile), each over its own engine's tables.
+   at the snapshot: the DuckDB offline store (production profile; the frame in memory) and the Spark offline
+   store (cluster profile; entities from a Spark table, the frame written as Parquet by the executors, which
+   is what the distributed refit reads), each over its own engine's tables.
 3. **Materialization**: ``features.store.materialize`` on each profile (the batch views go through Portrait's
    bulk loader on both, the push view through Feast's materialize: on Spark for the cluster profile), and
    Feast's own ``materialize`` of the three batch views through the Spark offline store.
@@ -149,6 +150,34 @@ def _spark(settings: Settings) -> Any:
     return session
 
 
+def _spark_frame(settings: Settings, store: Any, service: Any, work: Path) -> tuple[int, int, float]:
+    """The training frame on the cluster profile, as :mod:`training.distributed` reads it: the entities a Spark
+    DataFrame (every customer of the profile snapshot), ``RetrievalJob.to_spark_df()`` written as Parquet by
+    the executors. Nothing is collected to the driver: ``to_df()`` (``toPandas``) of a million rows hung
+    here, the JVM's Arrow serving thread gone and the driver waiting for its result. (rows, columns, s)"""
+    import pyarrow.parquet as pq
+    from pyspark.sql import functions as F  # noqa: N812 - Spark's convention
+
+    from features.tables import snapshot_path
+
+    session = _spark(settings)
+    profile = snapshot_path(settings.home / "data" / "features", "customer_profile", SNAPSHOT)
+    target = work / "frame_spark.parquet"
+    shutil.rmtree(target, ignore_errors=True)
+    started = time.perf_counter()
+    entity = session.read.parquet(str(profile)).select(
+        "customer_id", F.lit(SNAPSHOT.replace(tzinfo=None)).cast("timestamp").alias("event_timestamp")
+    )
+    job = store.get_historical_features(entity_df=entity, features=service)
+    job.to_spark_df().write.parquet(str(target))
+    seconds = time.perf_counter() - started
+    dataset = pq.ParquetDataset(target)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in dataset.files)
+    columns = len(dataset.schema.names)
+    shutil.rmtree(target, ignore_errors=True)
+    return rows, columns, seconds
+
+
 def step(name: str, work: Path, env: dict[str, str]) -> dict[str, Any]:
     """Run one step in this (child) process; returns its figures."""
     duck, spark_home = work / "duckdb", work / "spark"
@@ -191,15 +220,17 @@ def step(name: str, work: Path, env: dict[str, str]) -> dict[str, Any]:
             started = time.perf_counter()
             _spark(settings)
             out["session_s"] = time.perf_counter() - started
-        ids = _customers(settings.home)
-        entity = pd.DataFrame({"customer_id": ids, "event_timestamp": pd.Timestamp(SNAPSHOT)})
         store = fs.feature_store(settings)
-        started = time.perf_counter()
-        frame = store.get_historical_features(
-            entity_df=entity, features=store.get_feature_service("tags_v1")
-        ).to_df()
-        out["frame_s"] = time.perf_counter() - started
-        out["rows"], out["columns"] = frame.shape
+        service = store.get_feature_service("tags_v1")
+        if kind == "duckdb":  # one machine: the frame in memory, as training.dataset builds it
+            ids = _customers(settings.home)
+            entity = pd.DataFrame({"customer_id": ids, "event_timestamp": pd.Timestamp(SNAPSHOT)})
+            started = time.perf_counter()
+            frame = store.get_historical_features(entity_df=entity, features=service).to_df()
+            out["frame_s"] = time.perf_counter() - started
+            out["rows"], out["columns"] = frame.shape
+        else:  # the cluster: entities from a Spark table, the frame written by the Spark job as Parquet
+            out["rows"], out["columns"], out["frame_s"] = _spark_frame(settings, store, service, work)
     elif name in ("materialize_duckdb", "materialize_spark"):
         from features import store as fs
 
@@ -393,7 +424,12 @@ def _s(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _row(label: str, fig: dict[str, Any], seconds: float, customers: int, note: str = "") -> str:
+def _row(label: str, fig: dict[str, Any] | None, seconds: float, customers: int, note: str = "") -> str:
+    if fig is None:
+        return (
+            f"| {label} | not run | | | | above --online-max: Redis would need about {4 * customers / 1e6:.0f} GB "
+            "per store on this 24 GiB machine |"
+        )
     rate = customers / seconds if seconds else 0.0
     return (
         f"| {label} | {_s(seconds)} | {rate:,.0f} | {fig['peak_mb']:,.0f} MB | {fig['load']:.1f} | {note} |"
@@ -451,7 +487,8 @@ def projection(runs: dict[int, dict[str, dict[str, Any]]], args: argparse.Namesp
             projected += serial
         lines.append(f"| {label} | {per_core:,.0f} customers/s per core | {basis} | {shown} |")
         total += projected
-    loader, basis = _rates(runs, lambda f: f["materialize_spark"]["loader_s"])
+    loaded = {size: f for size, f in runs.items() if "materialize_spark" in f}
+    loader, basis = _rates(loaded, lambda f: f["materialize_spark"]["loader_s"])
     lines.append(
         f"| materialization (bulk loader, driver) | {loader:,.0f} customers/s, one machine | {basis} | "
         f"{_s(args.target / loader)} |"
@@ -471,7 +508,7 @@ def report(
     lines = [
         SECTION,
         "",
-        f"`python benchmarks/bench_cluster.py --sizes {' '.join(str(s) for s in args.sizes)}` on {day}: "
+        f"`python benchmarks/bench_cluster.py --sizes {' '.join(str(s) for s in sorted(runs))}` on {day}: "
         f"{host['cpus']} cores ({host['model']}), {host['ram_gib']:.0f} GiB RAM, shared machine (load average "
         f"before each step in the table). DuckDB {duckdb.__version__}, PySpark {pyspark.__version__} "
         f"(local[2], driver memory {SPARK_CONF['spark.driver.memory']}). Each step in a fresh process; peak "
@@ -479,10 +516,14 @@ def report(
         f"{_s(time.perf_counter() - started)}.",
         "",
     ]
-    for customers, f in runs.items():
+    for customers, f in sorted(runs.items()):
         spark_session = f["features_spark"]["session_s"]
+        measured = f.get("_measured", {})
         lines += [
             f"### {customers:,} customers, one snapshot ({f['features_duckdb']['rows']:,} customer rows)",
+            "",
+            f"Measured {measured.get('at', 'in this run')}; 1-minute load average {measured.get('load_before', 0):.1f} "
+            f"before and {measured.get('load_after', 0):.1f} after.",
             "",
             "| step | time | customers/s | peak memory | load | |",
             "|---|---|---|---|---|---|",
@@ -507,33 +548,33 @@ def report(
                 f["frame_spark"],
                 f["frame_spark"]["frame_s"],
                 customers,
-                f"{f['frame_spark']['rows']:,} x {f['frame_spark']['columns']}",
+                f"{f['frame_spark']['rows']:,} x {f['frame_spark']['columns']}, written as Parquet by the executors",
             ),
             _row(
                 "materialize, production profile",
-                f["materialize_duckdb"],
-                f["materialize_duckdb"]["wall_s"],
+                f.get("materialize_duckdb"),
+                f.get("materialize_duckdb", {}).get("wall_s", 0.0),
                 customers,
                 "bulk loader (DuckDB read) + Feast for the push view",
             ),
             _row(
                 "materialize, cluster profile",
-                f["materialize_spark"],
-                f["materialize_spark"]["wall_s"],
+                f.get("materialize_spark"),
+                f.get("materialize_spark", {}).get("wall_s", 0.0),
                 customers,
                 "bulk loader + Feast on Spark for the push view; incl. session start",
             ),
             _row(
                 "Feast materialize on Spark (3 batch views)",
-                f["materialize_feast_spark"],
-                f["materialize_feast_spark"]["feast_s"],
+                f.get("materialize_feast_spark"),
+                f.get("materialize_feast_spark", {}).get("feast_s", 0.0),
                 customers,
                 "Feast's own path through the Spark offline store",
             ),
             _row(
                 "scoring, one process (Tagger, online store)",
-                f["score_local"],
-                f["score_local"]["score_s"],
+                f.get("score_local"),
+                f.get("score_local", {}).get("score_s", 0.0),
                 customers,
                 "`portrait score --no-spark`",
             ),
@@ -569,6 +610,10 @@ STEPS = (
 )
 
 
+ONLINE_STEPS = ("materialize_duckdb", "materialize_spark", "materialize_feast_spark", "score_local")
+"""Steps that fill (or read) the online store: Redis holds about 4 GB per million customers and store."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -583,9 +628,23 @@ def main() -> None:
     parser.add_argument("--executor-cores", type=int, default=8, help="Cores per executor of the projection.")
     parser.add_argument("--step-timeout", type=float, default=3600, help="Seconds a step may take.")
     parser.add_argument(
+        "--online-max",
+        type=int,
+        default=2_000_000,
+        help="Largest size whose online-store steps run (materializations and scoring over Redis): Redis needs "
+        "about 4 GB per million customers and store, and the materializations fill two stores.",
+    )
+    parser.add_argument(
         "--workdir", type=Path, default=None, help="Where the workspaces go (default: a temp dir)."
     )
     parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="JSON of the sizes measured so far: read at the start, written after each size, so that a long "
+        "curve can be measured in several runs (each size says when it was measured).",
+    )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--env", help=argparse.SUPPRESS)
@@ -611,6 +670,8 @@ def main() -> None:
     ensure_postgres_database(database, timeout_s=5)
     env = {"postgres_url": database, "redis_url": redis_server.url, "prefix": f"b{uuid.uuid4().hex[:6]}"}
     runs: dict[int, dict[str, dict[str, Any]]] = {}
+    if args.keep and args.keep.exists():
+        runs = {int(size): figures for size, figures in json.loads(args.keep.read_text()).items()}
     try:
         logger.info("training the models on %d customers", TRAIN_CUSTOMERS)
         train(root / "train", env)
@@ -620,7 +681,18 @@ def main() -> None:
             prepare(work, customers, env)
             env_n = {**env, "prefix": f"{env['prefix']}{customers}"}
             register(work, env_n)
-            runs[customers] = {name: measure(name, work, env_n, args.step_timeout) for name in STEPS}
+            load = os.getloadavg()
+            steps = [n for n in STEPS if customers <= args.online_max or n not in ONLINE_STEPS]
+            runs[customers] = {name: measure(name, work, env_n, args.step_timeout) for name in steps}
+            runs[customers]["_measured"] = {
+                "at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "load_before": load[0],
+                "load_after": os.getloadavg()[0],
+            }
+            if args.keep:
+                args.keep.write_text(json.dumps(runs, indent=1))
+            if args.workdir is None:
+                shutil.rmtree(work, ignore_errors=True)  # a 5M-customer workspace holds tens of GB
     finally:
         redis_server.stop()
         drop_postgres_database(database)
