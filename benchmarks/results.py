@@ -17,7 +17,7 @@ def write_section(text: str, section: str, path: Path = RESULTS) -> None:
     current = path.read_text() if path.exists() else "# Benchmark results\n"
     pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
+        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current, count=1)
     else:
         updated = current.rstrip() + "\n\n" + text
     path.write_text(updated.rstrip() + "\n")
