@@ -10,7 +10,8 @@ next:
   ``value / BTYD value``, so the three multiply to the value exactly) and the expected order value
   (Gamma-Gamma). Customers without a purchase have no parts (their value is the trees' alone).
 * **Range**: an 80 % interval ``[p10, p90]`` by split-conformal calibration on held-out customers
-  (:class:`Interval`): within bins of predicted value, the quantiles of actual / predicted.
+  (:class:`Interval`): within bins of predicted value, quantiles of actual / predicted, at a level chosen
+  so that 80 % of the held-out customers are covered in all (a bin of mostly non-buyers over-covers).
 * **Next order**: the date the next order is most likely by, given that it comes within the horizon (the
   median of BG/NBD's wait, truncated at the horizon), with the probability that it does.
 * **Category preference** (:class:`Taste`): for the top categories, P(buy in category c within the
@@ -57,29 +58,56 @@ class Interval:
     def fit(
         cls, y: np.ndarray, predicted: np.ndarray, *, bins: int = 5, coverage: float = COVERAGE
     ) -> Interval:
-        """Bins at the quantiles of ``predicted``; in each, the ratio quantiles giving ``coverage``.
+        """Bins at the quantiles of ``predicted``; in each, ratio quantiles such that ``coverage`` of all the
+        calibration customers lie inside their interval.
 
-        Values are often exactly 0 (no order): the lower ratio is the ``(1 - coverage) / 2`` quantile,
-        and the upper one is moved so that the share of the bin inside the interval is ``coverage``
-        counting the ties at the lower bound (a bin with 60 % zeros gets ``[0, q80]``, not ``[0, q90]``).
+        In each bin the lower ratio is the ``(1 - coverage) / 2`` quantile, the upper one the quantile at
+        ``below + level`` (``below``: the bin's share strictly under the lower bound), and every interval
+        holds the prediction itself (``lower <= 1 <= upper``). Values are often exactly 0 (no order), and a
+        bin where most customers spend nothing cannot be covered at exactly ``coverage``: its interval
+        ``[0, prediction]`` covers its zeros and more. So ``level`` is shared by the bins and chosen, by
+        bisection, as the smallest that covers ``coverage`` of all calibration customers: the other bins
+        give back what such bins over-cover (with ``level = coverage`` everywhere, 88 % of held-out
+        customers were covered on synthetic data).
         """
         y = np.asarray(y, dtype=float)
         predicted = np.maximum(np.asarray(predicted, dtype=float), 1e-9)
         edges = np.unique(np.quantile(predicted, np.linspace(0, 1, bins + 1)[1:-1])).tolist()
         which = np.searchsorted(edges, predicted, side="right")
-        lower, upper = [], []
         tail = (1.0 - coverage) / 2.0
+        ratios, lower, below = [], [], []
         for i in range(len(edges) + 1):
             ratio = np.sort(y[which == i] / predicted[which == i])
             if len(ratio) < 10:
                 ratio = np.sort(y / predicted)
             lo = float(np.quantile(ratio, tail, method="lower"))
-            below = float(np.mean(ratio < lo))  # strictly below the lower bound: outside
-            level = min(1.0, below + coverage)
-            hi = float(np.quantile(ratio, level, method="higher"))
+            ratios.append(ratio)
+            below.append(float(np.mean(ratio < lo)))  # strictly below the lower bound: outside
             lower.append(min(lo, 1.0))
-            upper.append(max(hi, 1.0))
-        return cls(edges, lower, upper, coverage, len(y))
+
+        def uppers(level: float) -> list[float]:
+            return [
+                max(float(np.quantile(r, min(1.0, b + level), method="higher")), 1.0)
+                for r, b in zip(ratios, below, strict=True)
+            ]
+
+        def covered(level: float) -> float:
+            hi = np.asarray(uppers(level))[which]
+            ratio = y / predicted
+            return float(np.mean((np.asarray(lower)[which] <= ratio) & (ratio <= hi)))
+
+        low, high = 0.0, coverage  # covered(high) >= coverage: every bin at its own level
+        if covered(low) >= coverage:
+            high = low
+        for _ in range(30):  # covered() is non-decreasing in the level
+            if high - low < 1e-4:
+                break
+            middle = (low + high) / 2.0
+            if covered(middle) >= coverage:
+                high = middle
+            else:
+                low = middle
+        return cls(edges, lower, uppers(high), coverage, len(y))
 
     def bounds(self, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         predicted = np.asarray(predicted, dtype=float)

@@ -95,6 +95,27 @@ def test_interval_counts_ties_at_zero() -> None:
     assert np.mean((lo <= y) & (y <= hi)) == pytest.approx(0.8, abs=0.01)
 
 
+def test_interval_covers_80_percent_overall_when_a_bin_is_mostly_non_buyers() -> None:
+    """Half the customers are unlikely buyers (90 % spend nothing): their bin's tightest range covers 90 %,
+    so the other bins' ranges narrow until 80 % of everyone is covered, on new customers too."""
+    rng = np.random.default_rng(1)
+
+    def customers(n: int) -> tuple[np.ndarray, np.ndarray]:
+        likely = rng.random(n) < 0.5
+        predicted = np.where(likely, 40.0, 3.0) * rng.uniform(0.8, 1.2, n)
+        buys = rng.random(n) < np.where(likely, 0.6, 0.1)
+        return np.where(buys, rng.gamma(2.0, predicted / 1.2), 0.0), predicted
+
+    y, predicted = customers(20_000)
+    interval = Interval.fit(y, predicted, bins=4)
+    lo, hi = interval.bounds(predicted)
+    assert np.mean((lo <= y) & (y <= hi)) == pytest.approx(0.8, abs=0.01)
+    assert (lo <= predicted + 1e-9).all() and (predicted <= hi + 1e-9).all()
+    fresh_y, fresh_predicted = customers(20_000)
+    lo, hi = interval.bounds(fresh_predicted)
+    assert np.mean((lo <= fresh_y) & (fresh_y <= hi)) == pytest.approx(0.8, abs=0.015)
+
+
 def test_served_formulas_match_pymc_marketing() -> None:
     """The closed forms the service evaluates give PyMC-Marketing's predictions on the same parameters."""
     import arviz as az
