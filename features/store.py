@@ -756,7 +756,29 @@ def historical_features(
     """Point-in-time training frame: ``entity_df`` has ``customer_id`` and ``event_timestamp``."""
     store = store or feature_store(settings)
     job = store.get_historical_features(entity_df=entity_df, features=service_for(store, model))
+    if hasattr(job, "to_spark_df"):  # Feast's Spark offline store (the cluster profile)
+        return _frame_through_parquet(job, settings)
     return job.to_df()
+
+
+def _frame_through_parquet(job: Any, settings: Settings) -> pd.DataFrame:
+    """A Spark retrieval job's frame, written as Parquet by the executors under ``<home>/data/feast/frames``
+    (the cluster profile requires ``PORTRAIT_HOME`` to be one path shared by the driver and every executor) and
+    read back here; the folder is removed afterwards.
+
+    ``to_df()`` collects the frame through one Arrow stream into the driver: at 1,000,000 customers the JVM's
+    ``serve-Arrow`` thread ran out of heap (4 GB driver) and died, and the Python side waited for its result
+    for ever. Feast's own ``staging_location`` does the same write but never removes what it wrote.
+    """
+    import shutil
+    import uuid
+
+    folder = settings.feast_dir / "frames" / f"frame-{uuid.uuid4().hex}"
+    try:
+        job.to_spark_df().write.parquet(str(folder))
+        return ds.dataset(folder, format="parquet").to_table().to_pandas().reset_index(drop=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def online_features(

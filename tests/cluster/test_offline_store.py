@@ -68,6 +68,30 @@ def test_historical_features_on_spark_equal_duckdb(deployment: Deployment, works
     assert_same_values(frames["spark"], frames["duckdb"], ["customer_id", "event_timestamp"], "historical")
 
 
+def test_training_frame_on_spark_is_written_by_the_executors_and_equals_duckdb(
+    deployment: Deployment, workspaces: Workspaces
+) -> None:
+    """What training reads (``features.store.historical_features``): on the cluster profile the frame goes
+    through Parquet written by Spark (not a collect into the driver), gives DuckDB's frame, and leaves no
+    files behind."""
+    ids = _customers(workspaces)
+    entity = pd.DataFrame(
+        {"customer_id": ids, "event_timestamp": pd.Timestamp(workspaces.spark_snapshots[-1])}
+    )
+    spark_store = fs.feature_store(deployment.cluster)
+    job = spark_store.get_historical_features(entity_df=entity, features=fs.service_for(spark_store, "churn"))
+    assert hasattr(job, "to_spark_df")  # the Spark path is the one taken below
+    on_spark = fs.historical_features(deployment.cluster, "churn", entity, spark_store)
+    on_duckdb = fs.historical_features(deployment.production, "churn", entity)
+    assert (
+        len(on_spark) == len(ids)
+        and on_spark.drop(columns=["customer_id", "event_timestamp"]).notna().any().all()
+    )
+    assert_same_values(on_spark, on_duckdb, ["customer_id", "event_timestamp"], "training frame")
+    frames = deployment.cluster.feast_dir / "frames"
+    assert not frames.exists() or not any(frames.iterdir())
+
+
 def _online(settings, ids: list[str], features) -> pd.DataFrame:  # noqa: ANN001
     store = fs.feature_store(settings)
     if isinstance(features, str):
