@@ -47,7 +47,7 @@ from portrait.lookalike import PRESETS, ExpansionRequest, LookalikeModel, Lookal
 from portrait.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lookalike import RESULTS, synthetic_workspace  # noqa: E402
+from bench_lookalike import RESULTS, retail_population, synthetic_workspace  # noqa: E402
 
 logger = logging.getLogger("bench_audience")
 THREE_CLAUSES = {
@@ -271,27 +271,13 @@ def reach_accuracy(
 
 
 def retail_segments(workdir: Path) -> tuple[LookalikeModel, dict[str, np.ndarray]] | None:
-    """The lookalike model and category segments of UCI Online Retail (as bench_lookalike), or None."""
-    try:
-        from features.loaders import load_online_retail
-    except ImportError:
-        return None
-    from portrait import workflow
-    from training.lookalike import behavioural_segments, build_lookalike, latest_snapshot, load_population
+    """The lookalike model and category segments of UCI Online Retail (bench_lookalike's), or None."""
+    from training.lookalike import build_lookalike
 
-    source_dir = Settings().data_dir
-    source = source_dir / "online_retail.parquet" if source_dir else None
-    if source is None or not source.exists():
-        logger.warning("online_retail.parquet not found (PORTRAIT_DATA_DIR): Online Retail skipped")
+    found = retail_population(workdir)
+    if found is None:
         return None
-    settings = Settings(home=workdir / "online_retail")
-    settings.ensure_dirs()
-    if not (settings.clean_dir / "transactions.parquet").exists():
-        load_online_retail(source, settings.raw_dir)
-        workflow.validate(settings)
-        workflow.build_features(settings)
-    population = load_population(settings, snapshot=latest_snapshot(settings))
-    segments = behavioural_segments(population, settings.clean_dir)
+    population, segments = found
     return build_lookalike(population, LookalikeParams(), build_index=False), segments
 
 

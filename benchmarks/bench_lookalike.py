@@ -244,10 +244,9 @@ def latency(
     }
 
 
-def online_retail(
-    workdir: Path, seed_sizes: list[int], trials: int
-) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """Behavioural segments on UCI Online Retail, or None with the reason logged."""
+def retail_population(workdir: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]] | None:
+    """UCI Online Retail's lookalike population (loaded, validated and its features built once under
+    ``workdir``) and its behavioural segments, or None with the reason logged. Shared with bench_audience."""
     try:
         from features.loaders import load_online_retail
     except ImportError:
@@ -267,7 +266,17 @@ def online_retail(
         workflow.validate(settings)
         workflow.build_features(settings)  # the serving snapshot: the day after the last activity
     population = load_population(settings, snapshot=latest_snapshot(settings))
-    segments = behavioural_segments(population, settings.clean_dir)
+    return population, behavioural_segments(population, settings.clean_dir)
+
+
+def online_retail(
+    workdir: Path, seed_sizes: list[int], trials: int
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """Lookalike quality on UCI Online Retail's behavioural segments, or None with the reason logged."""
+    found = retail_population(workdir)
+    if found is None:
+        return None
+    population, segments = found
     table, _, info = quality(population, segments, seed_sizes, trials)
     info["segments"] = {k: len(v) for k, v in segments.items()}
     return table, info
