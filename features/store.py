@@ -64,7 +64,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from features import feast_internals as fi
 from features.feast_repo.feature_services import MODEL_SERVICES, SERVING_SERVICE
 from portrait.backends import ensure_postgres_database, redis_connection_string
-from portrait.files import write_text_atomic
+from portrait.files import temp_beside, write_text_atomic
 from portrait.quiet import quiet_third_party
 from portrait.settings import Settings
 
@@ -768,14 +768,14 @@ def _frame_through_parquet(job: Any, settings: Settings) -> pd.DataFrame:
 
     ``to_df()`` collects the frame through one Arrow stream into the driver: at 1,000,000 customers the JVM's
     ``serve-Arrow`` thread ran out of heap (4 GB driver) and died, and the Python side waited for its result
-    for ever. Feast's own ``staging_location`` does the same write but never removes what it wrote.
+    for ever. Feast's own ``staging_location`` does the same write but never removes what it wrote. The
+    folder is a :func:`portrait.files.temp_beside` one, so a killed process's is removed at the next start.
     """
     import shutil
-    import uuid
 
-    folder = settings.feast_dir / "frames" / f"frame-{uuid.uuid4().hex}"
+    folder = temp_beside(settings.feast_dir / "frames" / "frame", directory=True)
     try:
-        job.to_spark_df().write.parquet(str(folder))
+        job.to_spark_df().write.mode("overwrite").parquet(str(folder))  # into the new, empty folder
         return ds.dataset(folder, format="parquet").to_table().to_pandas().reset_index(drop=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
