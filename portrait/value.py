@@ -91,17 +91,16 @@ class Interval:
                 for r, b in zip(ratios, below, strict=True)
             ]
 
+        everyone = y / predicted
+        above_lower = np.asarray(lower)[which] <= everyone
+
         def covered(level: float) -> float:
-            hi = np.asarray(uppers(level))[which]
-            ratio = y / predicted
-            return float(np.mean((np.asarray(lower)[which] <= ratio) & (ratio <= hi)))
+            return float(np.mean(above_lower & (everyone <= np.asarray(uppers(level))[which])))
 
         low, high = 0.0, coverage  # covered(high) >= coverage: every bin at its own level
         if covered(low) >= coverage:
             high = low
-        for _ in range(30):  # covered() is non-decreasing in the level
-            if high - low < 1e-4:
-                break
+        while high - low > 1e-4:  # covered() is non-decreasing in the level
             middle = (low + high) / 2.0
             if covered(middle) >= coverage:
                 high = middle
