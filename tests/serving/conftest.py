@@ -73,6 +73,20 @@ def api(served_home: Path):
         os.environ["PORTRAIT_HOME"] = old
 
 
+@pytest.fixture
+def client(api, served):  # noqa: ANN001, ANN201 - fixtures
+    """The session's in-process app, with ``served``'s environment (the workspace, no API keys) set."""
+    return api
+
+
+@pytest.fixture
+def live(api):  # noqa: ANN001, ANN201 - fixtures
+    """The service instance behind the session's app (BentoML's current service in this process)."""
+    import bentoml
+
+    return bentoml.get_current_service()
+
+
 class RealServer(ServiceProcess):
     """A real ``bentoml serve serving.service:Portrait`` subprocess on ``served_home``, with API keys.
 

@@ -20,18 +20,6 @@ HIGH_CHURN_SPENDERS = {
 }
 
 
-@pytest.fixture
-def client(api, served):
-    return api
-
-
-@pytest.fixture
-def live(api):
-    import bentoml
-
-    return bentoml.get_current_service()
-
-
 def population(live) -> pd.DataFrame:
     from serving.audiences import book_of
 

@@ -24,18 +24,6 @@ SEED = {"seed_ids": [f"C{i:07d}" for i in range(1, 150)], "size": 20}
 KEYS = {"ad-key": ["lookalike:create"], "tag-key": ["tags:read"], "aud-key": ["audiences:read"]}
 
 
-@pytest.fixture
-def client(api, served):
-    return api
-
-
-@pytest.fixture
-def live(api):
-    import bentoml
-
-    return bentoml.get_current_service()
-
-
 def _records(settings, before: int) -> list[dict]:
     return audit.read(settings.audit_log)[before:]
 

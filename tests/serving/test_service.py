@@ -17,19 +17,6 @@ from tests.serving.conftest import SNAPSHOT, offline_features
 KNOWN = ["C0000001", "C0000002", "C0000003", "C0000010"]
 
 
-@pytest.fixture
-def client(api, served):
-    return api
-
-
-@pytest.fixture
-def live(api):
-    """The service instance behind the session's app (BentoML's current service in this process)."""
-    import bentoml
-
-    return bentoml.get_current_service()
-
-
 def test_tags_for_known_and_unknown_customers(client):
     r = client.post("/v1/tags", json={"customer_ids": [*KNOWN[:2], "nobody"]})
     assert r.status_code == 200, r.text

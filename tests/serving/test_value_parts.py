@@ -11,11 +11,6 @@ from features import store as fs
 from serving.tagger import Tagger
 
 
-@pytest.fixture
-def client(api, served):  # noqa: ANN001, ANN201 - fixtures
-    return api
-
-
 def test_value_tag_has_its_parts_range_next_order_and_categories(client, served) -> None:  # noqa: ANN001
     ids = sorted(fs.feature_table_ids(served))[:40]
     response = client.post("/v1/tags", json={"customer_ids": ids})
