@@ -27,7 +27,7 @@ import bentoml
 from starlette.responses import JSONResponse
 
 from portrait import audit
-from serving.web import LOOKALIKE_ROUTE, ROUTE_SCOPES, check_key, key_from
+from serving.web import LOOKALIKE_ROUTE, ROUTE_SCOPES, check_key, key_from, path_pattern, request_headers
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 def _pattern(route: str) -> tuple[str | None, re.Pattern[str]]:
     method, _, path = route.rpartition(" ")
-    return (method or None), re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(path)) + "$")
+    return (method or None), path_pattern(path)
 
 
 _ROUTES = [(_pattern(route), route) for route in ROUTE_SCOPES]
@@ -90,7 +90,7 @@ class AuditMiddleware:
         except bentoml.exceptions.BentoMLException:  # start-up: the next middleware answers 503
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = request_headers(scope)
         rid = audit.request_id(headers.get("x-request-id"))
         rid_header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
         client = scope.get("client")

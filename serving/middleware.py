@@ -44,6 +44,8 @@ from serving.web import (
     contract_spec,
     key_from,
     log_client_error,
+    path_pattern,
+    request_headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -62,10 +64,6 @@ OVERLOADED = (
 )
 RETRY_AFTER_S = 1
 STARTING = "service is starting"
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
 def _current(service: ServiceProvider) -> Any | None:
@@ -103,7 +101,7 @@ class ApiKeyMiddleware:
             return
         api_keys = current.settings.api_keys
         if api_keys:
-            headers = _headers(scope)
+            headers = request_headers(scope)
             key = key_from(headers.get("authorization"), headers.get("x-api-key"))
             denied = check_key(key, api_keys, ROUTE_SCOPES[path], path)
             if denied is not None:
@@ -295,7 +293,7 @@ class RequestLimitsMiddleware:
         bulk = BULK_ROUTES.match(path) is not None
         limit = settings.max_bulk_request_bytes if bulk else settings.max_request_bytes
         setting = "max_bulk_request_bytes" if bulk else "max_request_bytes"
-        headers = _headers(scope)
+        headers = request_headers(scope)
         length = headers.get("content-length")
         if length is not None:
             if not length.strip().isdigit():
@@ -385,8 +383,8 @@ class ContractMiddleware:
             )
             self._spec_body = json.dumps(self._spec).encode()
             for template, item in self._spec["paths"].items():
-                pattern = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
-                self._methods.append((pattern, sorted(m.upper() for m in item if m in HTTP_METHODS)))
+                methods = sorted(m.upper() for m in item if m in HTTP_METHODS)
+                self._methods.append((path_pattern(template), methods))
         return self._spec
 
     def allowed(self, path: str) -> list[str]:

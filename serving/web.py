@@ -84,6 +84,16 @@ class Denied:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """An ASGI request's headers by lower-case name (the middlewares read them before any framework does)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def path_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression matching the paths of a route template (``/v1/audiences/{audience_id}``)."""
+    return re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$")
+
+
 def key_from(authorization: str | None, x_api_key: str | None) -> str | None:
     """The API key of a request: the bearer token, else the ``X-API-Key`` header."""
     if authorization:
