@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -42,10 +43,11 @@ class CategoryCounts:
         return np.clip(self.counts.sum(axis=0) / total, 1e-4, 1.0)
 
 
-def _connect() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+def _query(sql: str, params: list[Any]) -> pd.DataFrame:
+    """One query's result on a fresh in-memory DuckDB connection in UTC (closed afterwards)."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return con.execute(sql, params).df()
 
 
 def _utc(at: datetime) -> datetime:
@@ -57,16 +59,12 @@ def top_categories(clean_dir: Path, at: datetime, top_n: int = DEFAULT_TOP_N) ->
     path = clean_dir / "transactions.parquet"
     if not path.exists():
         return []
-    con = _connect()
-    try:
-        ranked = con.execute(
-            "SELECT CAST(category AS VARCHAR) AS category, sum(amount) AS value FROM read_parquet(?) "
-            "WHERE NOT is_return AND amount > 0 AND ts < ? AND category IS NOT NULL "
-            "GROUP BY 1 ORDER BY value DESC, category",
-            [str(path), _utc(at)],
-        ).df()
-    finally:
-        con.close()
+    ranked = _query(
+        "SELECT CAST(category AS VARCHAR) AS category, sum(amount) AS value FROM read_parquet(?) "
+        "WHERE NOT is_return AND amount > 0 AND ts < ? AND category IS NOT NULL "
+        "GROUP BY 1 ORDER BY value DESC, category",
+        [str(path), _utc(at)],
+    )
     ranked = ranked[~ranked.category.str.lower().isin(EXCLUDED)]
     return ranked.category.head(top_n).tolist()
 
@@ -82,16 +80,12 @@ def counts_before(
     spend, total = np.zeros((n, k)), np.zeros(n)
     path = clean_dir / "transactions.parquet"
     if path.exists() and n:
-        con = _connect()
-        try:
-            lines = con.execute(
-                "SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(order_id AS VARCHAR) AS order_id, "
-                "CAST(category AS VARCHAR) AS category, sum(amount) AS value FROM read_parquet(?) "
-                "WHERE NOT is_return AND ts < ? GROUP BY ALL",
-                [str(path), _utc(at)],
-            ).df()
-        finally:
-            con.close()
+        lines = _query(
+            "SELECT CAST(customer_id AS VARCHAR) AS customer_id, CAST(order_id AS VARCHAR) AS order_id, "
+            "CAST(category AS VARCHAR) AS category, sum(amount) AS value FROM read_parquet(?) "
+            "WHERE NOT is_return AND ts < ? GROUP BY ALL",
+            [str(path), _utc(at)],
+        )
         index = pd.Index(ids)
         rows = index.get_indexer(lines.customer_id)
         lines = lines[rows >= 0].assign(row=rows[rows >= 0])
@@ -119,15 +113,11 @@ def bought_within(
     path = clean_dir / "transactions.parquet"
     if not path.exists():
         return out
-    con = _connect()
-    try:
-        hits = con.execute(
-            "SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, CAST(category AS VARCHAR) AS category "
-            "FROM read_parquet(?) WHERE NOT is_return AND ts >= ? AND ts < ? + to_days(CAST(? AS INTEGER))",
-            [str(path), _utc(at), _utc(at), int(days)],
-        ).df()
-    finally:
-        con.close()
+    hits = _query(
+        "SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id, CAST(category AS VARCHAR) AS category "
+        "FROM read_parquet(?) WHERE NOT is_return AND ts >= ? AND ts < ? + to_days(CAST(? AS INTEGER))",
+        [str(path), _utc(at), _utc(at), int(days)],
+    )
     rows = pd.Index(ids).get_indexer(hits.customer_id)
     cols = pd.Index(list(categories)).get_indexer(hits.category)
     keep = (rows >= 0) & (cols >= 0)
@@ -139,16 +129,12 @@ def first_order_within(clean_dir: Path, at: datetime, days: int, customer_ids: S
     """Days from ``at`` to each customer's first order in ``[at, at + days)`` (NaN: none)."""
     ids = [str(c) for c in customer_ids]
     path = clean_dir / "transactions.parquet"
-    con = _connect()
-    try:
-        first = con.execute(
-            "SELECT CAST(customer_id AS VARCHAR) AS customer_id, "
-            "epoch(min(ts)) - epoch(CAST(? AS TIMESTAMPTZ)) AS seconds FROM read_parquet(?) "
-            "WHERE NOT is_return AND ts >= ? AND ts < ? + to_days(CAST(? AS INTEGER)) GROUP BY 1",
-            [_utc(at), str(path), _utc(at), _utc(at), int(days)],
-        ).df()
-    finally:
-        con.close()
+    first = _query(
+        "SELECT CAST(customer_id AS VARCHAR) AS customer_id, "
+        "epoch(min(ts)) - epoch(CAST(? AS TIMESTAMPTZ)) AS seconds FROM read_parquet(?) "
+        "WHERE NOT is_return AND ts >= ? AND ts < ? + to_days(CAST(? AS INTEGER)) GROUP BY 1",
+        [_utc(at), str(path), _utc(at), _utc(at), int(days)],
+    )
     return (first.set_index("customer_id").seconds / 86_400.0).reindex(ids).to_numpy(dtype=float)
 
 
