@@ -757,14 +757,31 @@ def historical_features(
     store = store or feature_store(settings)
     job = store.get_historical_features(entity_df=entity_df, features=service_for(store, model))
     if hasattr(job, "to_spark_df"):  # Feast's Spark offline store (the cluster profile)
-        return _frame_through_parquet(job, settings)
+        import shutil
+
+        folder = _write_job(job, settings)
+        try:
+            return ds.dataset(folder, format="parquet").to_table().to_pandas().reset_index(drop=True)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
     return job.to_df()
 
 
-def _frame_through_parquet(job: Any, settings: Settings) -> pd.DataFrame:
+def historical_features_on_disk(
+    settings: Settings, model: str, entity_df: Any, store: FeatureStore | None = None
+) -> Path:
+    """:func:`historical_features` of a Spark DataFrame of entities (the cluster profile), left on disk: the
+    folder of Parquet files the executors wrote (see :func:`_write_job`); the caller removes it."""
+    store = store or feature_store(settings)
+    job = store.get_historical_features(entity_df=entity_df, features=service_for(store, model))
+    if not hasattr(job, "to_spark_df"):
+        raise ValueError("a training frame on disk needs the cluster profile (Feast's Spark offline store)")
+    return _write_job(job, settings)
+
+
+def _write_job(job: Any, settings: Settings) -> Path:
     """A Spark retrieval job's frame, written as Parquet by the executors under ``<home>/data/feast/frames``
-    (the cluster profile requires ``PORTRAIT_HOME`` to be one path shared by the driver and every executor) and
-    read back here; the folder is removed afterwards.
+    (the cluster profile requires ``PORTRAIT_HOME`` to be one path shared by the driver and every executor).
 
     ``to_df()`` collects the frame through one Arrow stream into the driver: at 1,000,000 customers the JVM's
     ``serve-Arrow`` thread ran out of heap (4 GB driver) and died, and the Python side waited for its result
@@ -776,9 +793,10 @@ def _frame_through_parquet(job: Any, settings: Settings) -> pd.DataFrame:
     folder = temp_beside(settings.feast_dir / "frames" / "frame", directory=True)
     try:
         job.to_spark_df().write.mode("overwrite").parquet(str(folder))  # into the new, empty folder
-        return ds.dataset(folder, format="parquet").to_table().to_pandas().reset_index(drop=True)
-    finally:
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
 
 
 def online_features(

@@ -374,6 +374,14 @@ class Settings(BaseSettings):
         description="Refit each tag model's final booster on Dask workers (LightGBM's distributed training) "
         "instead of in the training process; the search still runs on a sample on one machine.",
     )
+    train_memory_rows: int = Field(
+        5_000_000,
+        ge=1000,
+        description="Cluster profile: the most labelled rows of a training frame the training process holds. "
+        "The whole frame is written by Spark; above this, the search, calibration and evaluation read a "
+        "sample of customers of about this many rows and the distributed refit (required then) reads every "
+        "row from disk.",
+    )
 
     @field_validator("mlflow_tracking_uri")
     @classmethod

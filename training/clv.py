@@ -41,6 +41,10 @@ BOOST_FROM_PURCHASE_MODEL = False
 orders and order value (measured in benchmarks/RESULTS.md, issue #21). False: today's Tweedie trees alone
 give the value, and the purchase model only splits it into parts (and gives the range, the next order and
 category preference)."""
+DISTRIBUTED_REFIT = not BOOST_FROM_PURCHASE_MODEL
+"""Whether ``training.distributed`` can refit the trees: it fits the model's features alone, without the purchase
+model's base (``init_score``) and derived columns; when it cannot, ``training.train.fit_final`` refits in the
+training process (on its frame, a sample of customers on the cluster profile's large frames) and says so."""
 CONCENTRATIONS = (0.5, 1.0, 2.0, 4.0, 8.0)
 """Prior weights (in orders) tried for category preference, chosen on the latest training snapshot."""
 
@@ -65,11 +69,6 @@ def prepare(settings: Settings, ts: Any, spec: ModelSpec) -> Prepared:
     """Fit the purchase model at every snapshot and write each training row's base raw score."""
     from training.btyd import fit_btyd, fit_per_snapshot
 
-    if settings.distributed_refit:  # training.distributed refits without init_score or derived columns
-        raise ValueError(
-            "the value model (a purchase-model base and derived features) cannot be refitted on Dask yet: "
-            "train clv with PORTRAIT_DISTRIBUTED_REFIT off"
-        )
     started = time.perf_counter()
     seen = pd.concat([ts.train, ts.validation], ignore_index=True)
     nonbuyers = seen[pd.to_numeric(seen["orders_lifetime"], errors="coerce").fillna(0) < 1]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -92,9 +93,9 @@ def train_distributed(
     model: TagModel,
     params: dict[str, Any],
     rounds: int,
-) -> lgb.Booster:
+) -> tuple[lgb.Booster, int]:
     """A booster of ``rounds`` trees fitted on every row of ``frame`` (the model's features and ``label``)
-    by LightGBM's distributed training on the client's workers."""
+    by LightGBM's distributed training on the client's workers, and the number of rows it was fitted on."""
     from lightgbm import DaskLGBMClassifier, DaskLGBMRegressor
 
     meta = pd.DataFrame(
@@ -110,17 +111,29 @@ def train_distributed(
     estimator_type = DaskLGBMClassifier if model.kind == "classifier" else DaskLGBMRegressor
     estimator = estimator_type(client=client, **_estimator_params(params, rounds))
     categorical = [i for i, f in enumerate(model.features) if f in model.categories]
-    estimator.fit(x, y, feature_name=list(model.features), categorical_feature=categorical)
-    return estimator.booster_
+    with warnings.catch_warnings():
+        # Always raised by LightGBM's Dask estimators for their own default n_jobs=None, whatever one passes
+        # (LightGBM issue #6797, open): the per-worker thread count is the one used, as intended.
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
+        estimator.fit(x, y, feature_name=list(model.features), categorical_feature=categorical)
+    return estimator.booster_, int(x.shape[0])
 
 
 def training_frame(ts: TrainingSet, npartitions: int) -> dd.DataFrame:
     """The refit's rows (training and validation customers, as :func:`training.fit.fit` refits on) as a
-    Dask DataFrame of ``npartitions`` partitions."""
+    Dask DataFrame: every labelled row before the test snapshot, read from the Parquet files Spark wrote when
+    the set has them (:attr:`training.dataset.TrainingSet.on_disk`; the in-memory frames may be a sample),
+    else the in-memory frames in ``npartitions`` partitions."""
     import dask.dataframe as dd
 
+    columns = [*ts.features, LABEL]
+    if ts.on_disk is not None:
+        test = pd.Timestamp(ts.plan.test)
+        rows = dd.read_parquet(str(ts.on_disk.folder), columns=[*columns, "event_timestamp"])
+        rows = rows[rows.event_timestamp != test]
+        return rows[columns]
     rows = pd.concat([ts.train, ts.validation], ignore_index=True)
-    return dd.from_pandas(rows[[*ts.features, LABEL]], npartitions=npartitions)
+    return dd.from_pandas(rows[columns], npartitions=npartitions)
 
 
 def refit_model(
@@ -148,7 +161,7 @@ def refit_model(
     # A copy of the single-machine model without its caches (its pickled state): features, codes, calibrator.
     model = copy.copy(outcome.model)
     model.metadata = copy.deepcopy(outcome.model.metadata)
-    booster = train_distributed(client, rows, model, outcome.params, rounds)
+    booster, fitted_rows = train_distributed(client, rows, model, outcome.params, rounds)
     if model.kind == "regressor":
         booster = scale_log_link(booster, float(fitted.get("total_factor", 1.0)))
     model.booster_text = booster.model_to_string()
@@ -163,11 +176,12 @@ def refit_model(
         **fitted,
         "refit": True,
         "rounds": rounds,
-        "distributed": {"workers": workers, "rounds": rounds},
+        "distributed": {"workers": workers, "rounds": rounds, "rows": fitted_rows},
     }
     logger.info(
-        "%s refitted on %d Dask workers (%d rounds) in %.1f s",
+        "%s refitted on %d rows by %d Dask workers (%d rounds) in %.1f s",
         model.name,
+        fitted_rows,
         workers,
         rounds,
         time.perf_counter() - started,

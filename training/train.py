@@ -89,8 +89,19 @@ def fit_final(
     seed: int = 7,
 ) -> FitOutcome:
     """Search, calibrate and refit a tag model: the refit in this process, or on Dask workers when
-    ``settings.distributed_refit`` is on (:mod:`training.distributed`)."""
-    if not settings.distributed_refit:
+    ``settings.distributed_refit`` is on (:mod:`training.distributed`) and the model's hooks allow it (a
+    ``DISTRIBUTED_REFIT = False`` in its spec module: refitted here, on this process's rows, with a warning)."""
+    hooks = catalogue.spec_module(catalogue.get(spec.name))
+    distributed = settings.distributed_refit and getattr(hooks, "DISTRIBUTED_REFIT", True)
+    if settings.distributed_refit and not distributed:
+        sample = f"{ts.on_disk.sampled_share:.1%} of the customers" if ts.on_disk else "every row"
+        logger.warning(
+            "%s: refitted in this process on %d rows (%s): its model cannot be refitted on Dask",
+            spec.name,
+            len(ts.train) + len(ts.validation),
+            sample,
+        )
+    if not distributed:
         return fit(ts, spec, trials=trials, timeout_s=timeout_s, threads=settings.train_threads, seed=seed)
     from training.distributed import dask_client, refit_model
 
@@ -119,6 +130,25 @@ def train_model(
     client = configure(settings)
     plan = plan or (training_set.plan if training_set else plan_for(settings, spec, **plan_options))
     ts = training_set or build_training_set(settings, spec.name, spec.label, plan)
+    try:
+        return _train(settings, client, spec, ts, plan, trials, timeout_s, seed, plan_options, started)
+    finally:
+        if training_set is None:
+            ts.discard()  # the cluster profile's frame on disk, once the refit has read it
+
+
+def _train(
+    settings: Settings,
+    client: mlflow.MlflowClient,
+    spec: ModelSpec,
+    ts: TrainingSet,
+    plan: SnapshotPlan,
+    trials: int,
+    timeout_s: float | None,
+    seed: int,
+    plan_options: dict[str, Any],
+    started: float,
+) -> TrainOutcome:
     hooks = catalogue.spec_module(catalogue.get(spec.name))  # optional prepare / finish / gate
     prepared = hooks.prepare(settings, ts, spec) if hasattr(hooks, "prepare") else None
     for note in plan.notes:

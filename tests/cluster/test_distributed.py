@@ -41,7 +41,8 @@ def test_dask_refit_matches_single_machine(
     assert auc_single > 0.6
     assert abs(auc_distributed - auc_single) < 0.03, (auc_single, auc_distributed)
     rounds = single.model.metadata["fit"]["rounds"]  # same search and seed: the same rounds
-    assert distributed.metadata["fit"]["distributed"] == {"workers": 2, "rounds": rounds}
+    fitting = len(ts.train) + len(ts.validation)
+    assert distributed.metadata["fit"]["distributed"] == {"workers": 2, "rounds": rounds, "rows": fitting}
     assert distributed.booster.num_trees() == single.model.booster.num_trees()
     # calibrated on the same held-out customers as before
     assert distributed.calibrator.coef == pytest.approx(single.model.calibrator.coef)

@@ -1,0 +1,134 @@
+"""The cluster profile end to end, through the command line a user runs, on data that is not ours (the shop of
+``examples/own_data``): import -> features on Spark -> train (labels by Spark SQL, the training frame written
+by Spark, the search on a sample of customers, the refit on every row by LightGBM on Dask) -> materialize ->
+score on Spark. Real Redis and PostgreSQL (the registry and MLflow), a real local[2] Spark session, a real
+local Dask cluster."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from portrait.backends import drop_postgres_database, ensure_postgres_database
+from portrait.cli import app
+from portrait.settings import Settings
+from tests.cluster.conftest import SPARK_CONF
+from tests.production.conftest import Servers
+from training import fit as fit_module
+from training.labels import build_labels
+from training.train import plan_for, resolve
+
+pytestmark = [pytest.mark.production, pytest.mark.slow]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_data" / "mapping.yaml"
+PLAN = ["--n-train", "3", "--step-days", "60"]
+MEMORY_ROWS = 1000
+"""Fewer than the churn frame's rows, so training reads a sample and the refit reads the rest from disk."""
+
+
+@pytest.fixture
+def cluster_env(
+    spark: object, servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """A fresh workspace on the cluster profile, with its own PostgreSQL database and Redis key prefix."""
+    database = make_url(servers.postgres_url).set(database=f"portrait_e2e_{uuid.uuid4().hex[:10]}")
+    url = database.render_as_string(hide_password=False)
+    ensure_postgres_database(url, timeout_s=5)
+    prefix = f"e{uuid.uuid4().hex[:10]}"
+    for name in (
+        "PORTRAIT_MLFLOW_TRACKING_URI",
+        "PORTRAIT_MLFLOW_ARTIFACT_ROOT",
+        "PORTRAIT_SPARK_CONNECT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "PORTRAIT_HOME": str(tmp_path / "home"),
+        "PORTRAIT_PROFILE": "cluster",
+        "PORTRAIT_POSTGRES_URL": url,
+        "PORTRAIT_REDIS_URL": servers.redis_url,
+        "PORTRAIT_REDIS_KEY_PREFIX": prefix,
+        "PORTRAIT_SPARK_MASTER": "local[2]",
+        "PORTRAIT_SPARK_CONF": json.dumps(SPARK_CONF),
+        "PORTRAIT_DISTRIBUTED_REFIT": "true",
+        "PORTRAIT_DASK_WORKERS": "2",
+        "PORTRAIT_TRAIN_MEMORY_ROWS": str(MEMORY_ROWS),
+        "PORTRAIT_TRAIN_THREADS": "1",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(fit_module, "MAX_ROUNDS", 40)
+    try:
+        yield Settings()
+    finally:
+        mlflow.set_tracking_uri(None)
+        drop_postgres_database(url)
+        client = redis.Redis.from_url(servers.redis_url, socket_timeout=5)
+        keys = list(client.scan_iter(match=f"*portrait_{prefix}".encode(), count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"portrait {' '.join(args)}: {result.output}{result.exception!r}"
+    return result.output
+
+
+def test_import_features_train_materialize_score_on_the_cluster_profile(
+    cluster_env: Settings, tmp_path: Path
+) -> None:
+    settings = cluster_env
+    _run("data", "import", str(EXAMPLE))
+    _run("features", "build")  # the latest snapshot, on Spark
+    for name, extra in (("churn", []), ("conversion", []), ("clv", ["--horizon-days", "180"])):
+        _run("train", name, "--trials", "2", *PLAN, *extra)  # what `portrait score` serves
+
+    # What the refit saw: every labelled row before the test snapshot, counted here by DuckDB on the same data,
+    # while the training process held a sample of the customers.
+    spec, options = resolve(settings, "churn", n_train=3, step_days=60)
+    plan = plan_for(settings, spec, **options)
+    labels = build_labels(settings.clean_dir, plan.all, spec.label)
+    fitting = labels[labels.event_timestamp < pd.Timestamp(plan.test)]
+    assert len(labels) > MEMORY_ROWS  # so the process held a sample
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/churn@champion").unwrap_python_model()
+    refit = model.metadata["fit"]["distributed"]
+    assert refit["workers"] == 2 and refit["rows"] == len(fitting), (refit, len(fitting))
+    run = mlflow.get_run(mlflow.MlflowClient().get_model_version_by_alias("churn", "champion").run_id)
+    in_memory = sum(int(run.data.params[f"rows_{k}"]) for k in ("train", "validation", "test"))
+    assert MEMORY_ROWS * 0.7 < in_memory < len(labels), (in_memory, len(labels))
+    frames = settings.feast_dir / "frames"
+    assert not frames.exists() or not any(frames.iterdir())  # the frame on disk is gone after training
+
+    _run("features", "materialize")
+    out = tmp_path / "tags.parquet"
+    _run("score", "--out", str(out))  # on Spark: a folder of part files
+    tags = pd.read_parquet(out)
+    customers = pd.read_parquet(settings.clean_dir / "customers.parquet", columns=["customer_id"])
+    assert set(tags.customer_id) == set(customers.customer_id)
+    assert tags.churn_probability.between(0, 1).all() and tags.churn_tier.notna().all()
+    assert len(list(out.glob("part-*.parquet"))) >= 2
+
+
+def test_sampled_frame_without_the_distributed_refit_is_refused(
+    cluster_env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More labelled rows than the process may hold, and no distributed refit to read the rest: one line that
+    says which setting to change, a non-zero exit, and nothing left on disk."""
+    _run("data", "import", str(EXAMPLE))
+    monkeypatch.setenv("PORTRAIT_DISTRIBUTED_REFIT", "false")
+    result = CliRunner().invoke(app, ["train", "churn", "--trials", "1", *PLAN])
+    assert result.exit_code != 0
+    assert "PORTRAIT_DISTRIBUTED_REFIT" in result.output and "Traceback" not in result.output
+    frames = cluster_env.feast_dir / "frames"
+    assert not frames.exists() or not any(frames.iterdir())
