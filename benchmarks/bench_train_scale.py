@@ -108,8 +108,9 @@ def measure(run: str, home: Path, env: dict[str, Any]) -> dict[str, Any]:
         text=True,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
+    (home / f"{run}.stderr.log").write_text(done.stderr)
     if done.returncode != 0:
-        raise SystemExit(f"{run} failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"{run} failed (stderr in {home / f'{run}.stderr.log'}):\n{done.stderr[-4000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures["load_before"] = load
     logger.info("%s: %s", run, figures)
@@ -128,14 +129,14 @@ def prepare(root: Path, customers: int) -> tuple[Path, Path, int]:
     memory, cluster = root / "in_memory", root / "cluster"
     settings = Settings(home=memory, profile="local")
     settings.ensure_dirs()
-    synthesize(
-        settings, SynthConfig(n_customers=customers, seed=11, start=END - timedelta(days=3 * 365), end=END)
-    )
     spec, options = resolve(settings, "churn", **PLAN)
+    if not (cluster / "data" / "features").exists():  # else kept from an earlier run (--workdir)
+        config = SynthConfig(n_customers=customers, seed=11, start=END - timedelta(days=3 * 365), end=END)
+        synthesize(settings, config)
+        compute_features(settings.clean_dir, settings.features_dir, plan_for(settings, spec, **options).all)
+        for folder in ("clean", "features"):
+            shutil.copytree(memory / "data" / folder, cluster / "data" / folder)
     plan = plan_for(settings, spec, **options)
-    compute_features(settings.clean_dir, settings.features_dir, plan.all)
-    for folder in ("clean", "features"):
-        shutil.copytree(memory / "data" / folder, cluster / "data" / folder)
     rows = len(build_labels(settings.clean_dir, plan.all, spec.label))
     return memory, cluster, rows
 
@@ -160,9 +161,9 @@ def report(
     ]
     names = {
         "in_memory": "in memory (local profile)",
-        "cluster": f"cluster profile, PORTRAIT_TRAIN_MEMORY_ROWS={runs['cluster'].get('memory_rows', 0):,}",
+        "cluster": f"cluster profile, PORTRAIT_TRAIN_MEMORY_ROWS={runs.get('cluster', {}).get('memory_rows', 0):,}",
     }
-    for run in RUNS:
+    for run in runs:
         fig = runs[run]
         lines.append(
             f"| {names[run]} | {fig['wall_s']:.0f} s | {_mb(fig['driver_peak_mb'])} | {_mb(fig['tree_peak_mb'])} | "
@@ -187,6 +188,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=4, help="Optuna trials of each run.")
     parser.add_argument("--workdir", type=Path, default=None, help="Where the workspaces go (default: temp).")
     parser.add_argument("--no-write", action="store_true", help="Print only; leave RESULTS.md alone.")
+    parser.add_argument(
+        "--runs", nargs="+", choices=RUNS, default=list(RUNS), help="Which runs (default both)."
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--env", help=argparse.SUPPRESS)
@@ -217,8 +221,9 @@ def main() -> None:
             "memory_rows": max(1000, int(rows * args.memory_share)),
             "trials": args.trials,
         }
-        runs = {"in_memory": measure("in_memory", memory, env), "cluster": measure("cluster", cluster, env)}
-        runs["cluster"]["memory_rows"] = env["memory_rows"]
+        runs = {run: measure(run, memory if run == "in_memory" else cluster, env) for run in args.runs}
+        if "cluster" in runs:
+            runs["cluster"]["memory_rows"] = env["memory_rows"]
     finally:
         drop_postgres_database(database)
         if args.workdir is None:

@@ -101,13 +101,18 @@ def train_distributed(
     meta = pd.DataFrame(
         {**{f: pd.Series(dtype="float64") for f in model.features}, LABEL: pd.Series(dtype="float64")}
     )
-    matrix = frame.map_partitions(_matrix_frame, model, meta=meta)
+    # Optimised first, so that its partitions are the ones that run: dask-expr fuses the Parquet files of a
+    # filtered read_parquet into fewer partitions when it optimises, and an unoptimised frame's npartitions
+    # (one per file) then disagrees with the lengths computed (seen at 1M rows: "4 != 8", or lost keys).
+    matrix = frame.optimize().map_partitions(_matrix_frame, model, meta=meta)
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     if matrix.npartitions < workers:
         matrix = matrix.repartition(npartitions=workers)
-    matrix = client.persist(matrix)
-    x = matrix[model.features].to_dask_array(lengths=True)
-    y = matrix[LABEL].to_dask_array(lengths=True)
+    # One float64 array (features, then the label) with known row counts, held by the workers: x and y are
+    # slices of it, so their chunks line up.
+    array = client.persist(matrix.optimize().to_dask_array(lengths=True))
+    n = len(model.features)
+    x, y = array[:, :n], array[:, n]
     estimator_type = DaskLGBMClassifier if model.kind == "classifier" else DaskLGBMRegressor
     estimator = estimator_type(client=client, **_estimator_params(params, rounds))
     categorical = [i for i, f in enumerate(model.features) if f in model.categories]
@@ -116,7 +121,7 @@ def train_distributed(
         # (LightGBM issue #6797, open): the per-worker thread count is the one used, as intended.
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
         estimator.fit(x, y, feature_name=list(model.features), categorical_feature=categorical)
-    return estimator.booster_, int(x.shape[0])
+    return estimator.booster_, int(array.shape[0])
 
 
 def training_frame(ts: TrainingSet, npartitions: int) -> dd.DataFrame:

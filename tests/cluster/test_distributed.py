@@ -6,13 +6,15 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from portrait.settings import Settings
 from tests.cluster.conftest import PLAN, SourceData, copy_workspace
 from training import fit as fit_module
-from training.dataset import build_training_set
+from training.dataset import OnDiskFrame, build_training_set
 from training.train import fit_final, plan_for, resolve
 
 pytestmark = pytest.mark.slow
@@ -50,3 +52,37 @@ def test_dask_refit_matches_single_machine(
     served = pickle.loads(pickle.dumps(distributed))  # what MLflow stores and serving loads
     explained = served.explain(ts.test.head(20))
     assert len(explained) == 20 and explained.reasons.map(len).gt(0).all()
+
+
+def test_dask_refit_reads_every_row_of_a_frame_on_disk(
+    source_data: SourceData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster profile's refit input: a frame on disk in several Parquet files (as Spark's executors write
+    it), of which the training process holds only a sample. The refit reads every row before the test
+    snapshot from the files, not the sample; dask-expr fuses such files into fewer partitions when it
+    optimises the read, which the refit must survive."""
+    settings = Settings(
+        home=copy_workspace(source_data, tmp_path / "ws", features=True),
+        mlflow_tracking_uri=None,
+        train_threads=1,
+        distributed_refit=True,
+        dask_workers=2,
+    )
+    spec, options = resolve(settings, "churn", **PLAN)
+    ts = build_training_set(settings, "churn", spec.label, plan_for(settings, spec, **options))
+    everything = pd.concat([ts.train, ts.validation, ts.test], ignore_index=True)
+    folder = tmp_path / "frame"
+    folder.mkdir()
+    for i, part in enumerate(np.array_split(everything.sample(frac=1.0, random_state=0), 8)):
+        part.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    fitting = len(ts.train) + len(ts.validation)
+    keep = ts.train.customer_id.drop_duplicates().iloc[::2]  # the process holds half the customers
+    ts.train = ts.train[ts.train.customer_id.isin(keep)].reset_index(drop=True)
+    ts.on_disk = OnDiskFrame(folder, rows=len(everything), sampled_share=0.5)
+    monkeypatch.setattr(fit_module, "MAX_ROUNDS", 20)
+
+    model = fit_final(settings, ts, spec, trials=1).model
+    assert model.metadata["fit"]["distributed"]["rows"] == fitting > len(ts.train) + len(ts.validation)
+    assert roc_auc_score(ts.test.label, model.score(ts.test)) > 0.6
+    ts.discard()
+    assert not folder.exists()
