@@ -149,6 +149,8 @@ def report(
     host: dict[str, Any], customers: int, rows: int, runs: dict[str, dict[str, Any]], args: Any
 ) -> str:
     lines = [
+        SECTION,
+        "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {host['cpus']} cores ({host['model']}), "
         f"{host['ram_gib']:.0f} GiB; nothing else heavy ran; load average before each run in the table. "
         f"`python benchmarks/bench_train_scale.py --customers {customers} --memory-share {args.memory_share} "

@@ -246,12 +246,21 @@ def build_features(settings: Settings, snapshots: Sequence[datetime]) -> Feature
 
 # ---- Feast's Spark offline store over the feature tables ---------------------------------------------------
 def as_spark_source(source: DataSource) -> DataSource:
-    """A ``FileSource`` as the ``SparkSource`` of the same files (other sources unchanged)."""
+    """A ``FileSource`` as the ``SparkSource`` of the same files (other sources unchanged).
+
+    A view's glob (``<view>/*.parquet``, :func:`features.tables.view_glob`) becomes its folder: Spark reads
+    the same files from it (hidden ``.``-prefixed temporary files are skipped either way, and partition
+    discovery applies to folders, not to the ``snapshot=<T>.parquet`` file names), while a glob made Spark log
+    a warning with a ``FileNotFoundException`` stack trace at every read, looking for a streaming sink's
+    metadata folder of that name."""
     if not isinstance(source, FileSource):
         return source
+    path = source.path
+    if path.endswith("/*.parquet"):
+        path = path.removesuffix("/*.parquet")
     return SparkSource(
         name=source.name,
-        path=source.path,
+        path=path,
         file_format="parquet",
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column,
