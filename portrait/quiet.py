@@ -3,6 +3,9 @@
 * ibis 12's DuckDB backend (the pipeline, Feast's offline store) calls DuckDB 2.0's deprecated
   ``fetch_arrow_table()``; nothing of Portrait's does.
 * MLflow's SQL tracking store uses SQLAlchemy's deprecated ``noload`` loader strategy.
+* Feast warns (``RuntimeWarning``) at every use of its Spark offline store and Spark source that they are
+  experimental, alpha features. The README's cluster section says so once instead; the Feast version is
+  pinned and ``tests/cluster`` checks the store against the DuckDB one.
 
 And one log line: on PostgreSQL, MLflow 3's ``log_model`` copies the run's metrics of that step to the logged
 model; the copies collide with the run's rows in the metrics table (its key has no model id), MLflow catches the
@@ -25,6 +28,10 @@ _MESSAGES = (
     r"fetch_arrow_table\(\) is deprecated",
     r"The ``noload`` loader strategy is deprecated",
 )
+_NOTICES = (
+    r"The spark offline store is an experimental feature",
+    r"The spark data source API is an experimental feature",
+)
 
 
 class _HandledPipelineError(logging.Filter):
@@ -38,10 +45,12 @@ _PIPELINE_FILTER = _HandledPipelineError()
 
 
 def quiet_third_party() -> None:
-    """Put the ignore filters for :data:`_MESSAGES` first (again, if a library has put others before them),
+    """Put the ignore filters for :data:`_MESSAGES` and :data:`_NOTICES` first (again, if a library has put others before them),
     and drop psycopg's handled-pipeline-error line."""
     for message in _MESSAGES:
         warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
+    for message in _NOTICES:
+        warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
     psycopg_logger = logging.getLogger("psycopg")
     if _PIPELINE_FILTER not in psycopg_logger.filters:
         psycopg_logger.addFilter(_PIPELINE_FILTER)

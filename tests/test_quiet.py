@@ -34,3 +34,19 @@ def test_only_the_listed_deprecations_are_ignored() -> None:
         )
         warnings.warn("something else is deprecated", DeprecationWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["something else is deprecated"]
+
+
+def test_feasts_spark_alpha_notices_are_ignored_and_other_runtime_warnings_kept() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_third_party()
+        warnings.warn(
+            "The spark offline store is an experimental feature in alpha development.",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+        warnings.warn(
+            "The spark data source API is an experimental feature in alpha", RuntimeWarning, stacklevel=1
+        )
+        warnings.warn("overflow encountered in exp", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["overflow encountered in exp"]
