@@ -30,7 +30,7 @@ from training.train import plan_for, resolve
 pytestmark = [pytest.mark.production, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "own_data" / "mapping.yaml"
-PLAN = ["--n-train", "3", "--step-days", "60"]
+PLAN = ["--n-train", "2", "--step-days", "60"]
 MEMORY_ROWS = 1000
 """Fewer than the churn frame's rows, so training reads a sample and the refit reads the rest from disk."""
 
@@ -85,17 +85,28 @@ def _run(*args: str) -> str:
 
 
 def test_import_features_train_materialize_score_on_the_cluster_profile(
-    cluster_env: Settings, tmp_path: Path
+    cluster_env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = cluster_env
     _run("data", "import", str(EXAMPLE))
     _run("features", "build")  # the latest snapshot, on Spark
+    frames = settings.feast_dir / "frames"
+
+    # More labelled rows than the process may hold and no distributed refit to read the rest: one line that
+    # says which setting to change, a non-zero exit, and nothing left on disk.
+    monkeypatch.setenv("PORTRAIT_DISTRIBUTED_REFIT", "false")
+    refused = CliRunner().invoke(app, ["train", "churn", "--trials", "1", *PLAN])
+    assert refused.exit_code != 0
+    assert "PORTRAIT_DISTRIBUTED_REFIT" in refused.output and "Traceback" not in refused.output
+    assert not frames.exists() or not any(frames.iterdir())
+    monkeypatch.setenv("PORTRAIT_DISTRIBUTED_REFIT", "true")
+
     for name, extra in (("churn", []), ("conversion", []), ("clv", ["--horizon-days", "180"])):
-        _run("train", name, "--trials", "2", *PLAN, *extra)  # what `portrait score` serves
+        _run("train", name, "--trials", "1", *PLAN, *extra)  # what `portrait score` serves
 
     # What the refit saw: every labelled row before the test snapshot, counted here by DuckDB on the same data,
     # while the training process held a sample of the customers.
-    spec, options = resolve(settings, "churn", n_train=3, step_days=60)
+    spec, options = resolve(settings, "churn", n_train=2, step_days=60)
     plan = plan_for(settings, spec, **options)
     labels = build_labels(settings.clean_dir, plan.all, spec.label)
     fitting = labels[labels.event_timestamp < pd.Timestamp(plan.test)]
@@ -107,7 +118,6 @@ def test_import_features_train_materialize_score_on_the_cluster_profile(
     run = mlflow.get_run(mlflow.MlflowClient().get_model_version_by_alias("churn", "champion").run_id)
     in_memory = sum(int(run.data.params[f"rows_{k}"]) for k in ("train", "validation", "test"))
     assert MEMORY_ROWS * 0.7 < in_memory < len(labels), (in_memory, len(labels))
-    frames = settings.feast_dir / "frames"
     assert not frames.exists() or not any(frames.iterdir())  # the frame on disk is gone after training
 
     _run("features", "materialize")
@@ -118,17 +128,3 @@ def test_import_features_train_materialize_score_on_the_cluster_profile(
     assert set(tags.customer_id) == set(customers.customer_id)
     assert tags.churn_probability.between(0, 1).all() and tags.churn_tier.notna().all()
     assert len(list(out.glob("part-*.parquet"))) >= 2
-
-
-def test_sampled_frame_without_the_distributed_refit_is_refused(
-    cluster_env: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """More labelled rows than the process may hold, and no distributed refit to read the rest: one line that
-    says which setting to change, a non-zero exit, and nothing left on disk."""
-    _run("data", "import", str(EXAMPLE))
-    monkeypatch.setenv("PORTRAIT_DISTRIBUTED_REFIT", "false")
-    result = CliRunner().invoke(app, ["train", "churn", "--trials", "1", *PLAN])
-    assert result.exit_code != 0
-    assert "PORTRAIT_DISTRIBUTED_REFIT" in result.output and "Traceback" not in result.output
-    frames = cluster_env.feast_dir / "frames"
-    assert not frames.exists() or not any(frames.iterdir())
