@@ -66,6 +66,9 @@ def dask_client(settings: Settings) -> Iterator[Client]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # No dashboard; the scheduler's HTTP server (health, metrics) on a free loopback port instead of
+            # its default 8787, which warned "Port 8787 is already in use" when two trainings ran at once.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         Client(cluster) as client,
     ):
