@@ -60,7 +60,14 @@ def dask_client(settings: Settings) -> Iterator[Client]:
         with Client(settings.dask_scheduler) as client:
             yield client
         return
+    import dask
+
+    # No work stealing: LightGBM's Dask setup (lightgbm.dask._assign_open_ports_to_workers) opens a socket in a
+    # task on each worker and reads its port in a follow-up task that is not pinned to that worker, so another
+    # worker may steal it under load; the socket then has to travel ("cannot pickle 'socket' object") and the
+    # refit hangs (seen once in the suite on 2 busy cores). A remote scheduler keeps its own setting.
     with (
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
         LocalCluster(
             n_workers=settings.dask_workers,
             threads_per_worker=1,

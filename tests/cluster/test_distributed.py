@@ -15,6 +15,7 @@ from portrait.settings import Settings
 from tests.cluster.conftest import PLAN, SourceData, copy_workspace
 from training import fit as fit_module
 from training.dataset import OnDiskFrame, build_training_set
+from training.distributed import dask_client
 from training.train import fit_final, plan_for, resolve
 
 pytestmark = pytest.mark.slow
@@ -86,3 +87,12 @@ def test_dask_refit_reads_every_row_of_a_frame_on_disk(
     assert roc_auc_score(ts.test.label, model.score(ts.test)) > 0.6
     ts.discard()
     assert not folder.exists()
+
+
+def test_local_dask_cluster_does_not_steal_work(tmp_path: Path) -> None:
+    """LightGBM's port set-up leaves a socket on each worker for a follow-up task; stealing that task hangs the
+    refit (``training.distributed.dask_client``), so the local cluster runs without work stealing."""
+    with dask_client(Settings(home=tmp_path, dask_workers=1)) as client:
+        stealing = client.run_on_scheduler(lambda dask_scheduler: "stealing" in dask_scheduler.extensions)
+        workers = len(client.scheduler_info()["workers"])
+    assert workers == 1 and stealing is False
