@@ -9,6 +9,7 @@ snapshots (the serving one and the churn model's test snapshot); DuckDB builds e
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from portrait.settings import Settings
 from portrait.workflow import synthesize
 from tests.conftest import ci_required
 from tests.production.conftest import Servers, production_settings
+from tests.production.conftest import key_prefix as key_prefix  # fixtures re-exported for the cluster tests
+from tests.production.conftest import pg_database as pg_database
 from tests.production.conftest import servers as servers  # the Redis/PostgreSQL fixture, re-exported
 from training.train import plan_for, resolve
 
@@ -69,6 +72,28 @@ def cluster_settings(home: Path, **overrides: object) -> Settings:
     settings = Settings(**(values | overrides))  # type: ignore[arg-type]
     settings.ensure_dirs()
     return settings
+
+
+def use_cluster_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, **extra: str) -> None:
+    """The environment under which the ``portrait`` command runs ``settings`` (a cluster-profile workspace on
+    a local[2] Spark), plus ``extra`` ``PORTRAIT_*`` variables; MLflow and Spark Connect overrides removed."""
+    for name in (
+        "PORTRAIT_MLFLOW_TRACKING_URI",
+        "PORTRAIT_MLFLOW_ARTIFACT_ROOT",
+        "PORTRAIT_SPARK_CONNECT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    env = {
+        "PORTRAIT_HOME": str(settings.home),
+        "PORTRAIT_PROFILE": "cluster",
+        "PORTRAIT_POSTGRES_URL": settings.postgres_url,
+        "PORTRAIT_REDIS_URL": settings.redis_url,
+        "PORTRAIT_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "PORTRAIT_SPARK_MASTER": "local[2]",
+        "PORTRAIT_SPARK_CONF": json.dumps(SPARK_CONF),
+    }
+    for name, value in (env | extra).items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture(scope="session")

@@ -6,22 +6,18 @@ local Dask cluster."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-import redis
-from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from portrait.backends import drop_postgres_database, ensure_postgres_database
+from portrait.backends import ensure_postgres_database
 from portrait.cli import app
 from portrait.settings import Settings
-from tests.cluster.conftest import SPARK_CONF
+from tests.cluster.conftest import cluster_settings, use_cluster_env
 from tests.production.conftest import Servers
 from training import fit as fit_module
 from training.labels import build_labels
@@ -37,45 +33,31 @@ MEMORY_ROWS = 1000
 
 @pytest.fixture
 def cluster_env(
-    spark: object, servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark: object,
+    servers: Servers,
+    pg_database: str,
+    key_prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Settings]:
     """A fresh workspace on the cluster profile, with its own PostgreSQL database and Redis key prefix."""
-    database = make_url(servers.postgres_url).set(database=f"portrait_e2e_{uuid.uuid4().hex[:10]}")
-    url = database.render_as_string(hide_password=False)
-    ensure_postgres_database(url, timeout_s=5)
-    prefix = f"e{uuid.uuid4().hex[:10]}"
-    for name in (
-        "PORTRAIT_MLFLOW_TRACKING_URI",
-        "PORTRAIT_MLFLOW_ARTIFACT_ROOT",
-        "PORTRAIT_SPARK_CONNECT_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    env = {
-        "PORTRAIT_HOME": str(tmp_path / "home"),
-        "PORTRAIT_PROFILE": "cluster",
-        "PORTRAIT_POSTGRES_URL": url,
-        "PORTRAIT_REDIS_URL": servers.redis_url,
-        "PORTRAIT_REDIS_KEY_PREFIX": prefix,
-        "PORTRAIT_SPARK_MASTER": "local[2]",
-        "PORTRAIT_SPARK_CONF": json.dumps(SPARK_CONF),
-        "PORTRAIT_DISTRIBUTED_REFIT": "true",
-        "PORTRAIT_DASK_WORKERS": "2",
-        "PORTRAIT_TRAIN_MEMORY_ROWS": str(MEMORY_ROWS),
-        "PORTRAIT_TRAIN_THREADS": "1",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
+    ensure_postgres_database(pg_database, timeout_s=5)
+    settings = cluster_settings(
+        tmp_path / "home", postgres_url=pg_database, redis_url=servers.redis_url, redis_key_prefix=key_prefix
+    )
+    use_cluster_env(
+        monkeypatch,
+        settings,
+        PORTRAIT_DISTRIBUTED_REFIT="true",
+        PORTRAIT_DASK_WORKERS="2",
+        PORTRAIT_TRAIN_MEMORY_ROWS=str(MEMORY_ROWS),
+        PORTRAIT_TRAIN_THREADS="1",
+    )
     monkeypatch.setattr(fit_module, "MAX_ROUNDS", 40)
     try:
         yield Settings()
     finally:
-        mlflow.set_tracking_uri(None)
-        drop_postgres_database(url)
-        client = redis.Redis.from_url(servers.redis_url, socket_timeout=5)
-        keys = list(client.scan_iter(match=f"*portrait_{prefix}".encode(), count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        mlflow.set_tracking_uri(None)  # before pg_database drops the database MLflow points at
 
 
 def _run(*args: str) -> str:

@@ -3,7 +3,6 @@ single-machine scoring (the service's Tagger over the online store) of the same 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,27 +14,9 @@ from features.tables import snapshot_path
 from portrait import predlog
 from portrait.cli import app
 from tests.cluster.compare import assert_same_values
-from tests.cluster.conftest import SNAPSHOT, SPARK_CONF, Deployment
+from tests.cluster.conftest import SNAPSHOT, Deployment, use_cluster_env
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
-
-
-def _cluster_env(monkeypatch: pytest.MonkeyPatch, deployment: Deployment) -> None:
-    settings = deployment.cluster
-    for name in (
-        "PORTRAIT_MLFLOW_TRACKING_URI",
-        "PORTRAIT_MLFLOW_ARTIFACT_ROOT",
-        "PORTRAIT_SPARK_CONNECT_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PORTRAIT_HOME", str(settings.home))
-    monkeypatch.setenv("PORTRAIT_PROFILE", "cluster")
-    monkeypatch.setenv("PORTRAIT_POSTGRES_URL", settings.postgres_url)
-    monkeypatch.setenv("PORTRAIT_REDIS_URL", settings.redis_url)
-    monkeypatch.setenv("PORTRAIT_REDIS_KEY_PREFIX", settings.redis_key_prefix)
-    monkeypatch.setenv("PORTRAIT_SPARK_MASTER", "local[2]")
-    monkeypatch.setenv("PORTRAIT_SPARK_CONF", json.dumps(SPARK_CONF))
-    monkeypatch.setenv("PORTRAIT_SCORE_PARTITIONS", "3")
 
 
 def _score(*args: str) -> None:
@@ -50,7 +31,7 @@ def test_score_on_spark_equals_single_machine_scoring(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _cluster_env(monkeypatch, materialized)
+    use_cluster_env(monkeypatch, materialized.cluster, PORTRAIT_SCORE_PARTITIONS="3")
     started = datetime.now(UTC)
     _score("--out", str(tmp_path / "spark.parquet"), "--csv")  # the cluster profile scores on Spark
     logged = predlog.read(materialized.cluster, "churn", start=started, source="batch")
