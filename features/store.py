@@ -340,6 +340,26 @@ def bound_redis_client(store: FeatureStore) -> None:
     client.set_retry(Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError, ConnectionResetError)))
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@contextlib.contextmanager
+def _feast_prints() -> Any:
+    """Feast's ``materialize`` prints its progress ("Materializing 1 feature views from ... into the sqlite online
+    store.", with terminal colour codes) to stdout, where a command's own output goes: log it instead (debug;
+    Feast's ``[WARNING]`` lines as warnings)."""
+    import io
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            yield
+    finally:
+        for line in _ANSI.sub("", captured.getvalue()).splitlines():
+            if line.strip():
+                (logger.warning if "[WARNING]" in line else logger.debug)("feast: %s", line.strip())
+
+
 def materialize(
     settings: Settings,
     *,
@@ -391,10 +411,11 @@ def materialize(
             settings, store, bulk, start=window, end=end, intervals=intervals, full=full, progress=progress
         )
     if rest:
-        if full:
-            store.materialize(start_date=first - timedelta(seconds=1), end_date=end, feature_views=rest)
-        else:
-            store.materialize_incremental(end_date=end, feature_views=rest)
+        with _feast_prints():
+            if full:
+                store.materialize(start_date=first - timedelta(seconds=1), end_date=end, feature_views=rest)
+            else:
+                store.materialize_incremental(end_date=end, feature_views=rest)
     vectors, vectors_started = (loaded.vectors if loaded else 0), time.perf_counter()
     built_in_load = loaded is not None and loaded.vector_service is not None
     if not built_in_load and SERVING_SERVICE in _service_names(store):

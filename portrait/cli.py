@@ -130,6 +130,11 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
     )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):  # ours (not a test's capture handler); once per handler
+            for previous in [f for f in handler.filters if isinstance(f, _OwnInfo)]:
+                handler.removeFilter(previous)
+            handler.addFilter(_OwnInfo(verbose=verbose))
     for noisy in ("feast", "mlflow", "alembic", "bentoml", "urllib3", "httpx", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # MLflow warns on every model it logs that it cannot read pip's version (uv environments have no pip)
@@ -138,7 +143,26 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
         logging.getLogger(chatty).setLevel(logging.ERROR)
     from portrait.quiet import quiet_third_party
 
-    quiet_third_party()
+    quiet_third_party(verbose=verbose)
+
+
+OWN_PACKAGES = frozenset({"portrait", "features", "training", "serving", "__main__"})
+"""Loggers whose INFO lines the command line shows; other libraries' only from WARNING (or with ``--verbose``)."""
+
+
+class _OwnInfo(logging.Filter):
+    """Let through Portrait's own INFO lines and other libraries' warnings and errors (PyTensor's "Compiling
+    new CVM", ArviZ's "arviz_base not installed" and the like are not for a Portrait user); ``--verbose``
+    lets everything through."""
+
+    def __init__(self, *, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (
+            self.verbose or record.levelno >= logging.WARNING or record.name.partition(".")[0] in OWN_PACKAGES
+        )
 
 
 def _settings(*outputs: Path) -> Settings:

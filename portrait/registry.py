@@ -9,7 +9,11 @@ quick :class:`TrackingUnavailable` (URL redacted) instead of MLflow's own minute
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import sys
+from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -22,6 +26,7 @@ from portrait.backends import (
     redact,
     with_connect_timeout,
 )
+from portrait.quiet import quiet_third_party
 from portrait.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,6 +37,25 @@ CHALLENGER = "challenger"
 
 class TrackingUnavailable(BackendUnavailable):
     """The MLflow backend (e.g. PostgreSQL in the production profile) cannot be reached."""
+
+
+_REGISTRATION_NOTICES = ("Successfully registered model", "Created version", "Registered model ")
+"""Lines ``mlflow.register_model`` prints to stderr (not logs) at every registration."""
+
+
+def register(model_uri: str, name: str, tags: dict[str, Any]) -> Any:
+    """``mlflow.register_model``, its printed notices ("Successfully registered model 'churn'.", "Created
+    version '1' ...") sent to the debug log instead of stderr; anything else it writes to stderr passes."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return mlflow.register_model(model_uri, name, tags=tags)
+    finally:
+        for line in captured.getvalue().splitlines():
+            if line.startswith(_REGISTRATION_NOTICES):
+                logger.debug("%s", line)
+            elif line.strip():
+                sys.stderr.write(line + "\n")
 
 
 def mlflow_uri(settings: Settings) -> str:
@@ -55,6 +79,7 @@ def connect(settings: Settings) -> MlflowClient:
             check_http(f"{uri.rstrip('/')}/health", timeout_s=float(settings.postgres_connect_timeout_s))
     except BackendUnavailable as exc:
         raise TrackingUnavailable(f"MLflow tracking store unavailable: {exc}") from exc
+    quiet_third_party()  # again: Feast, if imported since, put its own DeprecationWarning filter first
     target = mlflow_uri(settings)
     mlflow.set_tracking_uri(target)
     mlflow.set_registry_uri(target)

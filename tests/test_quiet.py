@@ -50,3 +50,48 @@ def test_feasts_spark_alpha_notices_are_ignored_and_other_runtime_warnings_kept(
         )
         warnings.warn("overflow encountered in exp", RuntimeWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["overflow encountered in exp"]
+
+
+def test_command_line_shows_portraits_info_and_other_libraries_warnings_only() -> None:
+    from portrait.cli import _OwnInfo
+
+    def record(name: str, level: int) -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, "message", None, None)
+
+    quiet, verbose = _OwnInfo(verbose=False), _OwnInfo(verbose=True)
+    assert quiet.filter(record("training.train", logging.INFO))
+    assert quiet.filter(record("portrait", logging.INFO))
+    assert not quiet.filter(record("pytensor.link.c.lazylinker_c", logging.INFO))  # "Compiling new CVM"
+    assert not quiet.filter(record("arviz.preview", logging.INFO))  # "arviz_base not installed"
+    assert quiet.filter(record("pytensor", logging.WARNING))
+    assert verbose.filter(record("pytensor.link.c.lazylinker_c", logging.INFO))
+
+
+def test_feasts_materialize_prints_are_logged_not_written_to_stdout(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from features.store import _feast_prints
+
+    with caplog.at_level(logging.DEBUG, logger="features.store"), _feast_prints():
+        print("Materializing \x1b[1m\x1b[32m1\x1b[0m feature views")  # noqa: T201 - Feast's kind of output
+        print("[WARNING] ODFV x materialization: No join keys found")  # noqa: T201
+    assert capsys.readouterr().out == ""
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (logging.DEBUG, "feast: Materializing 1 feature views") in logged
+    assert (logging.WARNING, "feast: [WARNING] ODFV x materialization: No join keys found") in logged
+
+
+def test_ibis_default_backend_is_disconnected_at_exit() -> None:
+    import ibis
+
+    from portrait.quiet import _EXIT_HOOK, _release_ibis_default_backend
+
+    quiet_third_party()
+    assert _EXIT_HOOK  # registered once
+    ibis.memtable({"a": [1, 2]}).execute()  # what Feast's DuckDB offline store does: the default backend
+    backend = ibis.options.default_backend
+    assert backend is not None
+    _release_ibis_default_backend()
+    assert ibis.options.default_backend is None
+    with pytest.raises(Exception):  # noqa: B017, PT011 - disconnected: DuckDB refuses (its own error type)
+        backend.con.execute("SELECT 1")

@@ -68,7 +68,7 @@ def fit_btyd(frame: pd.DataFrame, *, label: str = "", nonbuyer_value: float = 0.
         gpost = gg.idata.posterior
         spend = GammaGamma(*(float(gpost[k].values.ravel()[0]) for k in ("p", "q", "v")))
     fitted = Btyd(purchases, spend, float(nonbuyer_value), label, int(s.buyer.sum()))
-    logger.info("purchase model at %s: %s (%.1fs)", label, fitted.as_dict(), time.perf_counter() - started)
+    logger.debug("purchase model at %s: %s (%.1fs)", label, fitted.as_dict(), time.perf_counter() - started)
     return fitted
 
 

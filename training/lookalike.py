@@ -56,6 +56,7 @@ from portrait.lookalike import (
     LookalikeParams,
     Representation,
 )
+from portrait.registry import register
 from portrait.settings import Settings
 from training.dataset import ensure_registry
 from training.labels import data_end
@@ -677,7 +678,7 @@ def train_lookalike(
         mlflow.log_metrics(metrics)
         model.metadata["metrics"] = {k: v for k, v in ours.items()}
         info = _log_model(model, test, test_base, val, tuned, population, kind, segments)
-        version = mlflow.register_model(
+        version = register(
             info.model_uri, NAME, tags={"run_id": run.info.run_id, "status": "incomplete"}
         ).version
         with registration(client, NAME, version):  # a failure from here on deletes the version

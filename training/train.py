@@ -25,6 +25,7 @@ from features import store as fs
 from portrait import catalogue
 from portrait.lifecycle import rfm_edges
 from portrait.model import TagModel
+from portrait.registry import register
 from portrait.settings import Settings
 from training.dataset import TrainingSet, build_training_set
 from training.drift import log_reference
@@ -208,7 +209,7 @@ def _train(
             pip_requirements=PIP_REQUIREMENTS,
             metadata={"feature_service": ts.feature_service, "features": model.features},
         )
-        version = mlflow.register_model(
+        version = register(
             info.model_uri, spec.name, tags={"run_id": run.info.run_id, "status": "incomplete"}
         ).version
         with registration(client, spec.name, version):  # a failure from here on deletes the version
