@@ -911,7 +911,8 @@ def demo(
         trials=trials,
         step=lambda _: console.rule(next(titles)),
     )
-    console.print(f"{build.counts} generated; features at {build.snapshot:%Y-%m-%d}")
+    counts = ", ".join(f"{n:,} {table}" for table, n in build.counts.items() if table != "truth")
+    console.print(f"generated {counts}; features at {build.snapshot:%Y-%m-%d}")
     for name, res in build.outcomes.items():
         console.print(f"{name} v{res.version}: {res.decision.reason}")
     console.rule("5/5 API")

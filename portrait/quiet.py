@@ -26,6 +26,11 @@ ibis's *default* backend, which ibis creates on first use and keeps in ``ibis.op
 process ends: :func:`quiet_third_party` registers (once) :func:`_release_ibis_default_backend`
 to disconnect it at exit (if ibis was loaded at all).
 
+* BentoML 1.4's SDK calls two APIs Pydantic 2.11 deprecated (``BaseModel.__get_pydantic_core_schema__`` when it
+  builds the service's IO models, ``model_fields`` on an instance at a process's first request).
+  ``serving.service`` calls :func:`quiet_third_party` after its imports (Feast's among them), before its
+  BentoML decorators build those models.
+
 Feast 0.67 puts ``simplefilter("once", DeprecationWarning)`` in front of every filter when it is imported,
 which would let these through again: :func:`quiet_third_party` is called once by the CLI at start and again
 by :func:`features.store.feature_store` and :func:`portrait.registry.connect` after Feast may have been imported (the filters go first; calling it twice adds
@@ -48,6 +53,10 @@ _FUTURE = (r"ArviZ is undergoing a major refactor",)
 _MLFLOW_DEFAULTS = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _MLFLOW_VERBOSE = {"MLFLOW_LOGGING_LEVEL": "INFO", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true"}
 _EXIT_HOOK: list[bool] = []
+_SERVER_DEPRECATIONS = (
+    r"The `__get_pydantic_core_schema__` method of the `BaseModel` class is deprecated",
+    r"Accessing the 'model_fields' attribute on the instance is deprecated",
+)
 _NOTICES = (
     r"The spark offline store is an experimental feature",
     r"The spark data source API is an experimental feature",
@@ -77,7 +86,7 @@ def quiet_third_party(*, verbose: bool = False) -> None:
         _EXIT_HOOK.append(True)
     for message in _FUTURE:
         warnings.filterwarnings("ignore", message=message, category=FutureWarning)
-    for message in _MESSAGES:
+    for message in (*_MESSAGES, *_SERVER_DEPRECATIONS):
         warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
     for message in _NOTICES:
         warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)

@@ -39,6 +39,7 @@ from portrait import audit, catalogue, predlog
 from portrait.audit import AuditUnavailable
 from portrait.backends import BackendUnavailable
 from portrait.lookalike import ExpansionRequest, LookalikeError
+from portrait.quiet import quiet_third_party
 from portrait.settings import get_settings
 from serving import bentoml_internals
 from serving.auditing import AuditMiddleware, unavailable_response
@@ -77,6 +78,8 @@ from serving.web import (
 )
 
 logger = logging.getLogger(__name__)
+
+quiet_third_party()  # filters only, before the BentoML models below are built (see portrait.quiet)
 
 TagsOutput = bentoml_internals.json_list_output(CustomerTags)
 """``/v1/tags``' output: BentoML's list output (same JSON, same OpenAPI schema), declared media type and
