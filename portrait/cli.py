@@ -168,9 +168,13 @@ class _OwnInfo(logging.Filter):
 def _settings(*outputs: Path) -> Settings:
     """The settings of a command that writes: the workspace's folders exist, what killed commands left
     behind (temporary files here and beside ``outputs``) is removed, and this command's scratch folder is
-    open (removed when the command ends; see ``_OneLineErrors.invoke``)."""
-    from portrait.files import clean_start
+    open (removed when the command ends; see ``_OneLineErrors.invoke``). An output that cannot be written is
+    refused here, before any work."""
+    from portrait.files import check_writable, clean_start
 
+    for output in outputs:
+        if problem := check_writable(output):
+            raise _fail(problem)
     settings = get_settings()
     settings.ensure_dirs()
     clean_start(settings.data_root, settings.scratch_root, outputs)

@@ -232,6 +232,21 @@ def _public_name(path: Path) -> Path:
     return path.with_name(match["name"])
 
 
+def check_writable(target: Path) -> str | None:
+    """Whether a file can be written at ``target``, checked before any work: its folder is created if missing
+    and takes a probe file. Returns ``cannot write <target>: <reason>`` when not, else None."""
+    blocking = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return f"cannot write {target}: {blocking} is a file, not a folder"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.probe"):
+            pass
+    except OSError as exc:
+        return f"cannot write {target}: {exc.strerror or exc}"
+    return None
+
+
 def describe_write_error(exc: BaseException) -> str | None:
     """One line for a write that failed on a full, read-only or forbidden disk -- ``cannot write <path>:
     <reason>``, naming the file the user knows rather than its temporary name -- or None for other errors."""
@@ -259,6 +274,7 @@ def describe_write_error(exc: BaseException) -> str | None:
 
 __all__ = [
     "atomic_path",
+    "check_writable",
     "describe_write_error",
     "clean_start",
     "close_scratch",

@@ -6,6 +6,7 @@ Kept free of BentoML so it can be called directly (batch export, tests). The ser
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import time
@@ -654,10 +655,14 @@ def freeze_startup_objects() -> None:
     A loaded Tagger leaves ~400,000 long-lived container objects that every full collection would
     traverse again; a 1,000-customer request allocates enough objects to trigger such collections,
     which cost ~300 ms of a ~1 s request before freezing. Call once, after start-up; objects
-    allocated later are collected as usual.
+    allocated later are collected as usual. At exit they are handed back (``gc.unfreeze``), so the
+    interpreter's last collections free them: DuckDB's bindings report any of their objects still alive then
+    ("nanobind: leaked ...").
     """
     gc.collect()
     gc.freeze()
+    atexit.unregister(gc.unfreeze)  # once, however often called
+    atexit.register(gc.unfreeze)
     logger.info("froze %d start-up objects out of the garbage collector", gc.get_freeze_count())
 
 

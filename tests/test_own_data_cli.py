@@ -178,3 +178,15 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for command in (
+        ("score", "--out", str(blocker / "tags.parquet")),
+        ("lookalike", "--seed", str(blocker), "--size", "10", "--out", str(blocker / "audience.csv")),
+    ):
+        line = one_line_error(portrait(tmp_path / "ws", *command))
+        assert f"cannot write {blocker}/" in line and f"{blocker} is a file, not a folder" in line, line
+    assert not (tmp_path / "ws" / "data").exists()  # refused before the workspace was touched
