@@ -477,7 +477,7 @@ class LookalikeModel(mlflow.pyfunc.PythonModel):
             index.load_index(str(path / "index.bin"), max_elements=len(ids))
             index.set_ef(self.params.hnsw_ef_search)
             self._pop.index = index
-        logger.info("lookalike model loaded from %s: %d customers, dim %d", path, len(ids), header["dim"])
+        logger.debug("lookalike model loaded from %s: %d customers, dim %d", path, len(ids), header["dim"])
 
     def __getstate__(self) -> dict[str, Any]:
         # The arrays and the index travel as artefact files, not inside the pickle.
