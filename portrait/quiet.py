@@ -1,10 +1,14 @@
-"""Third-party deprecation warnings a Portrait user cannot act on, silenced by message (nothing else).
+"""Third-party warnings and log lines a Portrait user cannot act on, silenced by message (nothing else).
 
 * ibis 12's DuckDB backend (the pipeline, Feast's offline store) calls DuckDB 2.0's deprecated
   ``fetch_arrow_table()``; nothing of Portrait's does.
 * MLflow's SQL tracking store uses SQLAlchemy's deprecated ``noload`` loader strategy.
 * ArviZ (imported by PyMC-Marketing for the purchase model) warns once a day (``FutureWarning``) that its
   next major version will change its API; Portrait does not call ArviZ.
+* BentoML 1.4's SDK calls two APIs Pydantic 2.11 deprecated (``BaseModel.__get_pydantic_core_schema__`` when it
+  builds the service's IO models, ``model_fields`` on an instance at a process's first request).
+  ``serving.service`` calls :func:`quiet_third_party` after its imports (Feast's among them), before its
+  BentoML decorators build those models.
 * Feast warns (``RuntimeWarning``) at every use of its Spark offline store and Spark source that they are
   experimental, alpha features. The README's cluster section says so once instead; the Feast version is
   pinned and ``tests/cluster`` checks the store against the DuckDB one.
@@ -26,15 +30,10 @@ ibis's *default* backend, which ibis creates on first use and keeps in ``ibis.op
 process ends: :func:`quiet_third_party` registers (once) :func:`_release_ibis_default_backend`
 to disconnect it at exit (if ibis was loaded at all).
 
-* BentoML 1.4's SDK calls two APIs Pydantic 2.11 deprecated (``BaseModel.__get_pydantic_core_schema__`` when it
-  builds the service's IO models, ``model_fields`` on an instance at a process's first request).
-  ``serving.service`` calls :func:`quiet_third_party` after its imports (Feast's among them), before its
-  BentoML decorators build those models.
-
 Feast 0.67 puts ``simplefilter("once", DeprecationWarning)`` in front of every filter when it is imported,
 which would let these through again: :func:`quiet_third_party` is called once by the CLI at start and again
-by :func:`features.store.feature_store` and :func:`portrait.registry.connect` after Feast may have been imported (the filters go first; calling it twice adds
-nothing twice).
+by :func:`features.store.feature_store` and :func:`portrait.registry.connect`, after Feast may have been
+imported (the filters go first; calling it twice adds nothing twice).
 """
 
 from __future__ import annotations
