@@ -234,14 +234,13 @@ def _public_name(path: Path) -> Path:
 
 def check_writable(target: Path) -> str | None:
     """Whether a file can be written at ``target``, checked before any work: its folder is created if missing
-    and takes a probe file. Returns ``cannot write <target>: <reason>`` when not, else None."""
+    and takes a probe file (a :func:`temp_beside` file, removed again). Returns ``cannot write <target>:
+    <reason>`` when not, else None."""
     blocking = next((p for p in (target.parent, *target.parent.parents) if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         return f"cannot write {target}: {blocking} is a file, not a folder"
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.probe"):
-            pass
+        temp_beside(target).unlink()
     except OSError as exc:
         return f"cannot write {target}: {exc.strerror or exc}"
     return None
