@@ -255,12 +255,9 @@ def as_spark_source(source: DataSource) -> DataSource:
     metadata folder of that name."""
     if not isinstance(source, FileSource):
         return source
-    path = source.path
-    if path.endswith("/*.parquet"):
-        path = path.removesuffix("/*.parquet")
     return SparkSource(
         name=source.name,
-        path=path,
+        path=source.path.removesuffix("/*.parquet"),
         file_format="parquet",
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column,
