@@ -765,6 +765,7 @@ def serve(
                 EXIT_UNAVAILABLE,
             ) from None
     os.environ["PORTRAIT_HOME"] = str(settings.home)
+    os.environ.setdefault("BENTOML_HOME", str(settings.bentoml_home(port)))  # metrics of its own
     if insecure:  # the service checks it too (serving.middleware.LoopbackOnlyWithoutKeys)
         os.environ["PORTRAIT_ALLOW_INSECURE_BIND"] = "true"
     args = [

@@ -461,6 +461,12 @@ class Settings(BaseSettings):
         """Temporary files of running commands (``scratch_dir``, default ``data/tmp``)."""
         return self.scratch_dir or self.data_root / "tmp"
 
+    def bentoml_home(self, port: int) -> Path:
+        """BentoML's home for the server on ``port`` (``data/serving/bentoml-<port>``), unless ``BENTOML_HOME``
+        is set. Each ``bentoml serve`` empties its home's Prometheus folder when it starts, so two servers on
+        one home would wipe each other's metrics; a port has one server at a time."""
+        return self.data_root / "serving" / f"bentoml-{port}"
+
     @property
     def mlruns_dir(self) -> Path:
         return self.home / "mlruns"

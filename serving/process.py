@@ -23,6 +23,8 @@ from types import TracebackType
 import httpx
 import psutil
 
+from portrait.settings import Settings
+
 SERVICE = "serving.service:Portrait"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,8 +44,9 @@ class ServiceProcess:
     """A ``bentoml serve`` child process on ``127.0.0.1:port``, its output in ``log``.
 
     ``env`` is the child's whole environment (default: this process's, without any ``PORTRAIT_*``
-    variable); ``home`` becomes ``PORTRAIT_HOME`` and ``api_keys`` (key -> scopes), when given,
-    ``PORTRAIT_API_KEYS``. The process starts at construction.
+    variable); ``home`` becomes ``PORTRAIT_HOME``; BentoML's home is the workspace's folder for the port
+    (:meth:`~portrait.settings.Settings.bentoml_home`) unless ``env`` names one; ``api_keys`` (key ->
+    scopes), when given, ``PORTRAIT_API_KEYS``. The process starts at construction.
     """
 
     def __init__(
@@ -67,8 +70,12 @@ class ServiceProcess:
         )
         if home is not None:
             child["PORTRAIT_HOME"] = str(home)
+        if "BENTOML_HOME" not in child:  # its own Prometheus folder (see Settings.bentoml_home)
+            workspace = Path(child["PORTRAIT_HOME"]) if "PORTRAIT_HOME" in child else None
+            child["BENTOML_HOME"] = str(Settings(home=workspace or ROOT).bentoml_home(self.port))
         if api_keys is not None:
             child["PORTRAIT_API_KEYS"] = json.dumps({key: list(scopes) for key, scopes in api_keys.items()})
+        self.env: dict[str, str] = child
         command = [sys.executable, "-m", "bentoml", "serve", target, *extra]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.started = time.perf_counter()

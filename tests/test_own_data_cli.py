@@ -167,6 +167,9 @@ def test_example_end_to_end(tmp_path: Path) -> None:
         assert tags["found"] and tags["value"]["horizon_days"] == int(
             HORIZONS["PORTRAIT_MODELS__CLV__HORIZON_DAYS"]
         )
+        # The server's metrics live in the workspace's BentoML home for its port, not a machine-wide one.
+        assert "portrait_tags_by_tier_total" in httpx.get(f"{base}/metrics", timeout=30).text
+        assert any((home / "data" / "serving" / f"bentoml-{port}" / "prometheus_multiproc_dir").glob("*.db"))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

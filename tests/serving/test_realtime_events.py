@@ -91,8 +91,15 @@ def test_bad_event_requests_get_a_4xx_naming_the_problem(live) -> None:
 
 
 def test_metrics_show_the_score_distribution_and_the_feature_age(live) -> None:
-    base, _ = live
+    base, home = live
     served = _tags(base, [f"C{i:07d}" for i in range(1, 40)])
+    # A second server on the same workspace starts meanwhile: each `bentoml serve` empties its BentoML home's
+    # Prometheus folder, so the two must not share one (they did, and the first server's metrics vanished).
+    with ServiceProcess(home, home.parent / "second.log") as second:
+        second.wait_ready(120)
+        assert "portrait_tags_by_tier_total" in httpx.get(f"{base}/metrics", timeout=30).text
+        second_home = Path(second.env["BENTOML_HOME"])
+    assert second_home.parent == Settings(home=home).data_root / "serving"
     metrics = httpx.get(f"{base}/metrics", timeout=30).text
     tiers = {t["churn"]["tier"] for t in served if t["found"]}  # which tiers depends on the trained model
     assert tiers
