@@ -4,7 +4,8 @@ The split follows :mod:`training.splits`: ``train`` is every training snapshot's
 held out, ``validation`` the held-out customers' rows at the same snapshots (never fitted on) and ``test``
 everyone at the out-of-time test snapshot. :attr:`TrainingSet.calibration_validation` (the held-out
 customers at the calibration snapshot: the same season a year before the test, else the latest training
-snapshot) is what calibration is fitted on.
+snapshot) is what calibration is fitted on. Rows are ordered by snapshot and customer id, so the same data
+gives the same model (the join's own order varies from run to run).
 
 **On the cluster profile** the frame is built where the data is: the labels by Spark SQL (the query DuckDB
 runs, :func:`training.labels.spark_labels`), the point-in-time join by Feast's Spark offline store, and the
@@ -153,6 +154,9 @@ def _no_labels(spec: LabelSpec, plan: SnapshotPlan) -> str:
 
 def _split(frame: pd.DataFrame, model: str, plan: SnapshotPlan, features: list[str]) -> TrainingSet:
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    # Rows in one order whatever order the point-in-time join returned them in (DuckDB's parallel join does
+    # not keep one): LightGBM's bagging draws rows by position, so the order changed the model.
+    frame = frame.sort_values(["event_timestamp", "customer_id"], kind="stable", ignore_index=True)
     fitting = frame.event_timestamp.isin(pd.to_datetime([*plan.train, plan.validation], utc=True))
     held_out = holdout_mask(frame.customer_id, plan.validation_share)
     split = {

@@ -29,12 +29,9 @@ def synth_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def synth_settings(synth_home: Path, tmp_path: Path) -> Settings:
-    """The shared synthetic data with a private, empty MLflow store (never the user's mlruns/), trained on one
-    thread: LightGBM's sums depend on the thread count, which by default follows the machine's load, and the
-    behaviour tests must judge the same model on a busy machine as on an idle one."""
+    """The shared synthetic data with a private, empty MLflow store (never the user's mlruns/)."""
     return Settings(
         home=synth_home,
-        train_threads=1,
         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         mlflow_artifact_root=(tmp_path / "artifacts").as_uri(),
     )

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features import store as fs
 from training import churn
 from training.dataset import build_training_set, holdout_mask
-from training.fit import scale_log_link, total_factor
+from training.fit import fit, scale_log_link, total_factor
 from training.splits import plan_snapshots
 from training.train import plan_for
 
@@ -53,6 +54,23 @@ def test_validation_customers_never_train(synth_settings):
     assert set(ts.train.event_timestamp) <= snapshots and set(ts.validation.event_timestamp) <= snapshots
     assert (ts.calibration_validation.event_timestamp == pd.Timestamp(plan.calibration_snapshot)).all()
     assert 0.1 < len(ts.validation) / (len(ts.train) + len(ts.validation)) < 0.3
+
+
+def test_the_same_rows_in_another_order_give_the_same_training_set_and_model(synth_settings, monkeypatch):
+    """Feast's point-in-time join returns rows in an order that varies from run to run; LightGBM's bagging
+    draws rows by position, so the training set must not keep that order."""
+    spec = churn.spec()
+    plan = plan_for(synth_settings, spec, **PLAN)
+    joined = fs.historical_features  # the real join, its rows then shuffled as another run may order them
+    seeds = iter([1, 2])
+    monkeypatch.setattr(
+        fs, "historical_features", lambda *a, **k: joined(*a, **k).sample(frac=1.0, random_state=next(seeds))
+    )
+    first, second = (build_training_set(synth_settings, "churn", spec.label, plan) for _ in range(2))
+    for part in ("train", "validation", "test"):
+        pd.testing.assert_frame_equal(getattr(first, part), getattr(second, part))
+    scores = [fit(ts, spec, trials=1).model.score(first.test) for ts in (first, second)]
+    np.testing.assert_array_equal(scores[0], scores[1])
 
 
 def test_scale_log_link_multiplies_predictions_and_keeps_contributions():
