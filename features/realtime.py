@@ -8,7 +8,8 @@ than ``session_gap_minutes`` apart, ending at the last event; 0 once the custome
 * **Streaming**: :func:`ingest` validates a batch of events / transactions with the batch validator's
   rules, appends the accepted ones to the landing zone (:mod:`features.landing`: durable, exactly once),
   folds each touched customer's landed activity of the last day, and pushes the result to the online
-  store through the Feast push source ``customer_realtime_push``.
+  store through the Feast push source ``customer_realtime_push``. Customers of duplicate items are pushed
+  again: a batch landed before whose push failed reaches the online store when it is delivered again.
 * **Batch**: :func:`build_table` folds the validated history at a snapshot into the feature table
   ``customer_realtime`` (the push source's batch source), so materialization and training frames see the
   same definition.
@@ -299,8 +300,14 @@ def ingest(
     result.duplicates += len(new) - result.accepted
     customers = sorted({item.customer_id for item, is_new in zip(landed, new, strict=True) if is_new})
     result.customers = customers
-    if customers and store is not None:
-        push(settings, store, landing, customers)
+    # Customers of items landed before are pushed again: a batch redelivered because its push failed (or its
+    # process died between landing and push) must still reach the online store.
+    again = {item.customer_id for item, is_new in zip(landed, new, strict=True) if not is_new}
+    again |= {
+        str(e["customer_id"]) for e in events if str(e.get("event_id") or "") in seen and e.get("customer_id")
+    }
+    if (customers or again) and store is not None:
+        push(settings, store, landing, sorted({*customers, *again}))
     return result
 
 

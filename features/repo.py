@@ -17,6 +17,7 @@ from features.feast_repo.feature_services import feature_services
 from features.feast_repo.feature_views import feature_views
 from features.feast_repo.realtime import realtime_view
 from features.store import feature_store, write_repo_or_warn
+from portrait import catalogue
 from portrait.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,4 +41,20 @@ def apply(settings: Settings, store: FeatureStore | None = None) -> FeatureStore
     objects = definitions(settings)
     store.apply(objects)
     logger.info("applied %d Feast objects to project %s", len(objects), store.project)
+    return store
+
+
+def ensure_applied(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
+    """The Feast store, with the repo applied when any catalogue model's FeatureService or the real-time
+    view is missing from the registry (a fresh workspace; a model added to the catalogue)."""
+    from features.realtime import VIEW
+
+    store = store or feature_store(settings)
+    try:
+        have = {s.name for s in store.list_feature_services()} | {v.name for v in store.list_feature_views()}
+    except Exception:  # noqa: BLE001 - Feast raises several "not found" types for a fresh registry
+        have = set()
+    wanted = {*catalogue.feature_services().values(), catalogue.SERVING_SERVICE, VIEW}
+    if not wanted <= have:
+        apply(settings, store)
     return store

@@ -10,6 +10,10 @@ has stored it durably in the landing zone, whose key (event id / order line) dro
 Redis, a second subscriber claims messages another consumer read but never acknowledged (it was killed) once
 they have been pending for ``stream_claim_idle_ms``. Rejected items are appended, with their reason, to
 ``data/quarantine/stream.jsonl``: nothing is dropped silently.
+
+FastStream's own lines (start, stop, one per message received and processed) go to :data:`broker_log` at
+debug level instead of its coloured handlers on stdout and stderr: a running consumer logs one line per batch
+(:func:`handle`), and ``portrait --verbose stream`` shows FastStream's as well.
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ from features.realtime import IngestResult, ingest
 from portrait.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class _ServiceLines(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """FastStream's service lines: its INFO (some hard-coded) at debug level, its warnings and errors as
+    they are."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        super().log(logging.DEBUG if level <= logging.INFO else level, msg, *args, **kwargs)
+
+
+broker_log = _ServiceLines(logging.getLogger(f"{__name__}.broker"))
 
 GROUP = "portrait"
 BATCH = 1000
@@ -54,7 +69,18 @@ def handle(settings: Settings, messages: Sequence[Any], store: Any, landing: Lan
             )
         else:
             (events if kind == "event" else transactions).append(item)
-    result = ingest(settings, events, transactions, store=store, landing=landing)
+    try:
+        result = ingest(settings, events, transactions, store=store, landing=landing)
+    except Exception as exc:  # noqa: BLE001 - any failure: the batch stays unacknowledged, then redelivered
+        from faststream.exceptions import NackMessage
+
+        logger.error(  # noqa: TRY400 - one line; FastStream logs NackMessage at debug
+            "stream batch of %d messages not stored (%s: %s): left unacknowledged, to be delivered again",
+            len(messages),
+            type(exc).__name__,
+            exc,
+        )
+        raise NackMessage from exc
     rejected = [(([*events, *transactions])[i], reason) for i, reason in result.rejected] + malformed
     if rejected:
         _quarantine(settings, rejected)
@@ -89,7 +115,7 @@ def build_app(settings: Settings, store: Any) -> Any:
             from faststream.kafka import KafkaBroker
         except ImportError as exc:  # pragma: no cover - an optional extra
             raise RuntimeError("Kafka needs `pip install faststream[kafka]`") from exc
-        broker = KafkaBroker(url.removeprefix("kafka://"))
+        broker = KafkaBroker(url.removeprefix("kafka://"), logger=broker_log)
 
         @broker.subscriber(
             settings.events_stream,
@@ -102,21 +128,21 @@ def build_app(settings: Settings, store: Any) -> Any:
         async def consume_kafka(messages: list[dict[str, Any]]) -> None:
             handle(settings, messages, store, landing)
 
-        return FastStream(broker)
+        return FastStream(broker, logger=broker_log)
 
     from faststream.redis import RedisBroker, StreamSub
 
     ensure_group(url, settings.events_stream)
-    broker = RedisBroker(url)
+    broker = RedisBroker(url, logger=broker_log)
     name = consumer_name(settings)
 
-    async def consume(messages: list[dict[str, Any]]) -> None:
+    async def consume_batch(messages: list[dict[str, Any]]) -> None:
         handle(settings, messages, store, landing)
 
     broker.subscriber(
         stream=StreamSub(settings.events_stream, group=GROUP, consumer=name, batch=True, max_records=BATCH),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-    )(consume)
+    )(consume_batch)
 
     async def reclaim(message: dict[str, Any]) -> None:
         handle(settings, [message], store, landing)
@@ -131,7 +157,15 @@ def build_app(settings: Settings, store: Any) -> Any:
         ),
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )(reclaim)
-    return FastStream(broker)
+    return FastStream(broker, logger=broker_log)
+
+
+def consume(settings: Settings, store: Any) -> None:
+    """Run the consumer until SIGINT or SIGTERM (FastStream stops it gracefully: the batch in hand is
+    stored and acknowledged first)."""
+    import asyncio
+
+    asyncio.run(build_app(settings, store).run())
 
 
 def ensure_group(url: str, stream: str) -> None:

@@ -803,15 +803,15 @@ def _loopback(host: str) -> bool:
 def stream_cmd() -> None:
     """Consume events and transactions from the broker (Redis Streams, or Kafka by settings) into the
     landing zone and the real-time features; at least once, deduplicated. Stop with Ctrl-C."""
-    import asyncio
-
-    from features.store import feature_store
-    from features.stream import broker_url, build_app
+    from features.repo import ensure_applied
+    from features.stream import broker_url, consume
     from portrait.backends import BackendUnavailable, redact
 
     settings = _settings()
     try:
-        store = feature_store(settings)
+        store = ensure_applied(
+            settings
+        )  # the real-time view the consumer pushes to, in a fresh workspace too
     except BackendUnavailable as exc:
         raise _fail(str(exc), EXIT_UNAVAILABLE) from None
     console.print(
@@ -820,11 +820,12 @@ def stream_cmd() -> None:
     from redis.exceptions import RedisError
 
     try:
-        asyncio.run(build_app(settings, store).run())
+        consume(settings, store)
     except (ConnectionError, OSError, RedisError) as exc:
         raise _fail(f"broker {redact(broker_url(settings))} unreachable: {exc}", EXIT_UNAVAILABLE) from None
     except KeyboardInterrupt:
-        console.print("stopped")
+        pass
+    console.print("stopped")
 
 
 @app.command("score")

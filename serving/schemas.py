@@ -327,7 +327,10 @@ class EventsResponse(BaseModel):
         description="Items already received (same event id / order line): not counted again."
     )
     rejected: list[RejectedItem] = Field(default_factory=list, description="Items refused, with the reason.")
-    customers_updated: int = Field(description="Customers whose real-time features were pushed.")
+    customers_updated: int = Field(
+        description="Customers with new items, whose real-time features were pushed (those of duplicates are "
+        "pushed again, not counted)."
+    )
 
 
 # ---- audiences (serving/audiences.py) ----------------------------------------------------------------------

@@ -110,26 +110,13 @@ def ensure_feature_snapshots(settings: Settings, plan: SnapshotPlan) -> list:
     return missing
 
 
-def ensure_registry(settings: Settings, store: FeatureStore | None = None) -> FeatureStore:
-    """The Feast store, with the repo applied when any catalogue model's FeatureService is missing."""
-    store = store or fs.feature_store(settings)
-    try:
-        have = {s.name for s in store.list_feature_services()}
-    except Exception:  # noqa: BLE001 - Feast raises several "not found" types for a fresh registry
-        have = set()
-    wanted = {*catalogue.feature_services().values(), catalogue.SERVING_SERVICE}
-    if not wanted <= have:
-        repo.apply(settings, store)
-    return store
-
-
 def build_training_set(
     settings: Settings, model: str, spec: LabelSpec, plan: SnapshotPlan, store: FeatureStore | None = None
 ) -> TrainingSet:
     """Labels for every planned snapshot, features from Feast ``get_historical_features``, split by
     snapshot and held-out customers (see the module docstring)."""
     ensure_feature_snapshots(settings, plan)
-    store = ensure_registry(settings, store)
+    store = repo.ensure_applied(settings, store)
     on_disk = None
     if engine(settings) == "spark":
         frame, on_disk = _frame_on_spark(settings, model, spec, plan, store)

@@ -43,6 +43,7 @@ from feast import FeatureStore
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, Schema
 
+from features import repo
 from features import store as fs
 from features.categories import DEFAULT_TOP_N, category_mix
 from features.pipeline import compute_features
@@ -58,7 +59,6 @@ from portrait.lookalike import (
 )
 from portrait.registry import register
 from portrait.settings import Settings
-from training.dataset import ensure_registry
 from training.labels import data_end
 from training.splits import floor_day
 from training.tracking import (
@@ -133,7 +133,7 @@ def load_population(
     ids = pd.read_parquet(path, columns=["customer_id"])["customer_id"].astype(str)
     if ids.empty:
         raise ValueError(f"no customers in the feature snapshot {snapshot.isoformat()}")
-    store = ensure_registry(settings, store)
+    store = repo.ensure_applied(settings, store)
     entity_df = pd.DataFrame({"customer_id": ids.to_numpy(), "event_timestamp": pd.Timestamp(snapshot)})
     frame = fs.historical_features(settings, NAME, entity_df, store)
     features = fs.feature_names(store, NAME)

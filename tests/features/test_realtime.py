@@ -136,3 +136,32 @@ def test_landed_rows_reach_the_next_batch_validation(tiny_clean: Settings) -> No
 def test_a_batch_of_only_bad_items_is_answered_item_by_item(tiny_clean: Settings) -> None:
     result = realtime.ingest(tiny_clean, [{"ts": AT.isoformat(), "event_type": "view"}], now=AT)
     assert result.accepted == 0 and result.rejected == [(0, "missing_customer_id")]
+
+
+def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again(
+    tiny_clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Landed, then the push failed (the online store was down, or the process died between the two): the
+    redelivered batch is all duplicates, and must still update the customer's real-time features."""
+    from features import repo
+
+    store = repo.ensure_applied(tiny_clean)  # a fresh workspace: the real-time view gets registered
+    now = datetime.now(UTC).replace(microsecond=0)
+    batch = [
+        {**_event("A", 0, "add_to_cart", event_id="p-1"), "ts": (now - timedelta(minutes=5)).isoformat()},
+        {**_event("A", 0, event_id="p-2"), "ts": (now - timedelta(minutes=4)).isoformat()},
+    ]
+
+    def down(*_: object, **__: object) -> None:
+        raise ConnectionError("online store unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "write_to_online_store", down)
+        with pytest.raises(ConnectionError):
+            realtime.ingest(tiny_clean, batch, store=store)
+    view = store.get_feature_view(realtime.VIEW)
+    assert realtime.read_online(store, view, ["A"]) == [None]  # landed, never pushed
+    again = realtime.ingest(tiny_clean, batch, store=store)
+    assert (again.accepted, again.duplicates) == (0, 2)
+    row = realtime.read_online(store, view, ["A"])[0]
+    assert row is not None and row.values["carts_1h"] == 1 and row.values["events_1h"] == 2

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import redis
 
-from features import repo
 from features.stream import GROUP, publish
 from portrait.settings import Settings
 from tests.production.conftest import Servers
@@ -37,7 +36,7 @@ def _landed(settings: Settings) -> int:
             return 0
 
 
-def _consumer(settings: Settings, stream: str, redis_url: str) -> subprocess.Popen[bytes]:
+def _consumer(settings: Settings, stream: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "PORTRAIT_HOME": str(settings.home),
@@ -47,14 +46,15 @@ def _consumer(settings: Settings, stream: str, redis_url: str) -> subprocess.Pop
         "PORTRAIT_STREAM_CLAIM_IDLE_MS": "1000",
         "PYTHONPATH": str(ROOT),
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "portrait.cli", "stream"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "portrait.cli", "stream"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def _wait(settings: Settings, at_least: int, timeout: float) -> int:
@@ -64,8 +64,10 @@ def _wait(settings: Settings, at_least: int, timeout: float) -> int:
     return n
 
 
-def test_a_killed_consumer_restarts_without_loss_or_double_counting(tiny_clean: Settings, servers: Servers):
-    repo.apply(tiny_clean)  # the real-time view the consumer pushes to
+def test_a_killed_consumer_restarts_without_loss_or_double_counting(
+    tiny_clean: Settings, servers: Servers, tmp_path: Path
+):
+    # No `repo.apply` first: the consumer registers the real-time view it pushes to in a fresh workspace.
     stream = f"portrait-test-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC) - timedelta(hours=1)
     items = [
@@ -87,7 +89,7 @@ def test_a_killed_consumer_restarts_without_loss_or_double_counting(tiny_clean: 
                 items[:600],
             )
         )
-        first = _consumer(tiny_clean, stream, servers.redis_url)
+        first = _consumer(tiny_clean, stream, servers.redis_url, tmp_path / "first.log")
         try:
             assert _wait(tiny_clean, 50, 120) >= 50, "the consumer landed nothing"
         finally:
@@ -100,7 +102,7 @@ def test_a_killed_consumer_restarts_without_loss_or_double_counting(tiny_clean: 
                 items[600:],
             )
         )
-        second = _consumer(tiny_clean, stream, servers.redis_url)
+        second = _consumer(tiny_clean, stream, servers.redis_url, tmp_path / "second.log")
         try:
             landed = _wait(tiny_clean, len(items), 120)
             time.sleep(2)  # anything counted twice would show up now
@@ -110,11 +112,16 @@ def test_a_killed_consumer_restarts_without_loss_or_double_counting(tiny_clean: 
                 time.sleep(0.5)
             pending = client.xpending(stream, GROUP)["pending"]
         finally:
-            os.killpg(second.pid, signal.SIGTERM)
-            second.wait(timeout=20)
+            os.killpg(second.pid, signal.SIGTERM)  # a graceful stop
+            stopped = second.wait(timeout=20)
     finally:
         client.delete(stream)
         client.close()
+    output = (tmp_path / "second.log").read_text(encoding="utf-8", errors="replace")
+    assert stopped == 0 and output.rstrip().endswith("stopped"), output[-2000:]
+    # One line per batch, FastStream's own lines (coloured, one per message) at debug level, no traceback.
+    assert "stream batch:" in output and "Traceback" not in output, output[-2000:]
+    assert "FastStream" not in output and "Received" not in output and "\x1b[" not in output, output[-2000:]
     assert killed_at < len(items)
     assert landed == len(items)  # every event exactly once (the landing key drops redeliveries)
     assert pending == 0  # and every message acknowledged in the end
