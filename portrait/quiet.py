@@ -47,6 +47,14 @@ import warnings
 _MESSAGES = (
     r"fetch_arrow_table\(\) is deprecated",
     r"The ``noload`` loader strategy is deprecated",
+    # Evidently's import (`portrait retrain`, drift checks): its legacy test helpers, a docstring of its own,
+    # and the Litestar UI server it imports.
+    r"numpy.core is deprecated and has been renamed to numpy._core",
+    r"invalid escape sequence",
+    r"Call to deprecated function 'Dependency'",
+    r"Use of deprecated class 'DependencyKwarg'",
+    # BentoML's bento build config (imported with its HTTP server) names a pathspec pattern pathspec renamed.
+    r"GitWildMatchPattern \('gitwildmatch'\) is deprecated",
 )
 _FUTURE = (r"ArviZ is undergoing a major refactor",)
 _MLFLOW_DEFAULTS = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.contract import ARROW_SCHEMAS
+from portrait.quiet import quiet_third_party
 from portrait.settings import Settings
 
 
@@ -99,6 +100,13 @@ def tiny_clean(workspace: Settings) -> Settings:
     write_table(workspace.clean_dir / "transactions.parquet", "transactions", TINY_TRANSACTIONS)
     write_table(workspace.clean_dir / "events.parquet", "events", TINY_EVENTS)
     return workspace
+
+
+@pytest.fixture(autouse=True)
+def _users_warning_filters() -> None:
+    """The filters normal runs put first (``portrait.quiet``), in every test: pytest starts each test with its
+    own filters, so a filter a module put in place at import would not hold in the tests after it."""
+    quiet_third_party()
 
 
 def ci_required() -> bool:

@@ -42,6 +42,7 @@ from features.tables import snapshots
 from portrait import catalogue, predlog
 from portrait.model import TagModel
 from portrait.predlog import DriftSummary, FeatureDrift, GroupRate
+from portrait.quiet import quiet_third_party
 from portrait.settings import Settings
 from training.labels import LabelSpec
 from training.monitor import (
@@ -199,6 +200,7 @@ def compare(
     Returns per-feature verdicts (in ``features`` order), the score's verdict and the Evidently snapshot
     (``save_html`` / ``dict``). Columns that are entirely missing on either side are left out.
     """
+    quiet_third_party()  # Evidently's import-time deprecation warnings (portrait.quiet)
     from evidently import Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset

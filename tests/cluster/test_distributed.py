@@ -74,8 +74,9 @@ def test_dask_refit_reads_every_row_of_a_frame_on_disk(
     everything = pd.concat([ts.train, ts.validation, ts.test], ignore_index=True)
     folder = tmp_path / "frame"
     folder.mkdir()
-    for i, part in enumerate(np.array_split(everything.sample(frac=1.0, random_state=0), 8)):
-        part.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+    shuffled = everything.sample(frac=1.0, random_state=0)
+    for i, rows in enumerate(np.array_split(np.arange(len(shuffled)), 8)):
+        shuffled.iloc[rows].to_parquet(folder / f"part-{i:05d}.parquet", index=False)
     fitting = len(ts.train) + len(ts.validation)
     keep = ts.train.customer_id.drop_duplicates().iloc[::2]  # the process holds half the customers
     ts.train = ts.train[ts.train.customer_id.isin(keep)].reset_index(drop=True)
