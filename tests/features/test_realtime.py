@@ -165,3 +165,25 @@ def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again
     assert (again.accepted, again.duplicates) == (0, 2)
     row = realtime.read_online(store, view, ["A"])[0]
     assert row is not None and row.values["carts_1h"] == 1 and row.values["events_1h"] == 2
+
+
+def test_a_stream_batch_that_cannot_be_stored_is_one_error_line_and_left_unacknowledged(
+    tiny_clean: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from faststream.exceptions import NackMessage
+
+    from features import repo, stream
+
+    store = repo.ensure_applied(tiny_clean)
+
+    def down(*_: object, **__: object) -> None:
+        raise ConnectionError("online store unreachable")
+
+    monkeypatch.setattr(store, "write_to_online_store", down)
+    now = datetime.now(UTC).replace(microsecond=0)
+    message = {"kind": "event", **_event("A", 0, event_id="n-1"), "ts": now.isoformat()}
+    with caplog.at_level("ERROR", logger="features.stream"), pytest.raises(NackMessage):
+        stream.handle(tiny_clean, [message], store, Landing(tiny_clean))
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "online store unreachable" in errors[0] and "delivered again" in errors[0]
+    assert not any(r.exc_info for r in caplog.records)  # no traceback
