@@ -116,6 +116,13 @@ def ci_required() -> bool:
 TESTS = Path(__file__).resolve().parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Feast's import puts ``simplefilter("once", DeprecationWarning)`` in front of every filter (see
+    ``portrait.quiet``); imported inside a test module's collection it would go in front of the ``filterwarnings``
+    of pyproject.toml too. Imported here, before any collection, it stays behind them."""
+    import feast  # noqa: F401
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """One ``xdist_group`` per test folder (``tests/serving``, ``tests/cluster``, ...; the files directly in
     ``tests/`` form one more): ``make test`` runs ``pytest -n 2 --dist loadgroup``, so a folder's
