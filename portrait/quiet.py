@@ -55,6 +55,8 @@ _MESSAGES = (
     r"Use of deprecated class 'DependencyKwarg'",
     # BentoML's bento build config (imported with its HTTP server) names a pathspec pattern pathspec renamed.
     r"GitWildMatchPattern \('gitwildmatch'\) is deprecated",
+    # Tornado (under BentoML's process manager, circus) when the server stops on Ctrl-C.
+    r"add_callback_from_signal is deprecated",
 )
 _FUTURE = (r"ArviZ is undergoing a major refactor",)
 _MLFLOW_DEFAULTS = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}

@@ -143,10 +143,11 @@ def test_example_end_to_end(tmp_path: Path) -> None:
             **env,
             "PORTRAIT_HOME": str(home),
         },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(served := (tmp_path / "serve.log").open("wb")),
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    served.close()  # the child has its own descriptor
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -171,8 +172,10 @@ def test_example_end_to_end(tmp_path: Path) -> None:
         assert "portrait_tags_by_tier_total" in httpx.get(f"{base}/metrics", timeout=30).text
         assert any((home / "data" / "serving" / f"bentoml-{port}" / "prometheus_multiproc_dir").glob("*.db"))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C, as the README says
         server.wait(timeout=30)
+    log = (tmp_path / "serve.log").read_text(encoding="utf-8", errors="replace")
+    assert "Warning" not in log and "Traceback" not in log, log[-3000:]
 
 
 def _free_port() -> int:
