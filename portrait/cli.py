@@ -808,10 +808,8 @@ def stream_cmd() -> None:
     from portrait.backends import BackendUnavailable, redact
 
     settings = _settings()
-    try:
-        store = ensure_applied(
-            settings
-        )  # the real-time view the consumer pushes to, in a fresh workspace too
+    try:  # the real-time view the consumer pushes to is registered in a fresh workspace too
+        store = ensure_applied(settings)
     except BackendUnavailable as exc:
         raise _fail(str(exc), EXIT_UNAVAILABLE) from None
     console.print(

@@ -462,9 +462,9 @@ class Settings(BaseSettings):
         return self.scratch_dir or self.data_root / "tmp"
 
     def bentoml_home(self, port: int) -> Path:
-        """BentoML's home for the server on ``port`` (``data/serving/bentoml-<port>``), unless ``BENTOML_HOME``
-        is set. Each ``bentoml serve`` empties its home's Prometheus folder when it starts, so two servers on
-        one home would wipe each other's metrics; a port has one server at a time."""
+        """BentoML's home for the server on ``port`` (``data/serving/bentoml-<port>``; what starts a server uses
+        it where ``BENTOML_HOME`` is not set). Each ``bentoml serve`` empties its home's Prometheus folder when
+        it starts, so two servers on one home would wipe each other's metrics; a port has one server at a time."""
         return self.data_root / "serving" / f"bentoml-{port}"
 
     @property

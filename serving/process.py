@@ -71,8 +71,8 @@ class ServiceProcess:
         if home is not None:
             child["PORTRAIT_HOME"] = str(home)
         if "BENTOML_HOME" not in child:  # its own Prometheus folder (see Settings.bentoml_home)
-            workspace = Path(child["PORTRAIT_HOME"]) if "PORTRAIT_HOME" in child else None
-            child["BENTOML_HOME"] = str(Settings(home=workspace or ROOT).bentoml_home(self.port))
+            workspace = Path(child.get("PORTRAIT_HOME", ROOT))
+            child["BENTOML_HOME"] = str(Settings(home=workspace).bentoml_home(self.port))
         if api_keys is not None:
             child["PORTRAIT_API_KEYS"] = json.dumps({key: list(scopes) for key, scopes in api_keys.items()})
         self.env: dict[str, str] = child

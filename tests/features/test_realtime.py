@@ -138,6 +138,11 @@ def test_a_batch_of_only_bad_items_is_answered_item_by_item(tiny_clean: Settings
     assert result.accepted == 0 and result.rejected == [(0, "missing_customer_id")]
 
 
+def _online_store_down(*_: object, **__: object) -> None:
+    """Stands in for ``FeatureStore.write_to_online_store`` while the online store is unreachable."""
+    raise ConnectionError("online store unreachable")
+
+
 def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again(
     tiny_clean: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -152,11 +157,8 @@ def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again
         {**_event("A", 0, event_id="p-2"), "ts": (now - timedelta(minutes=4)).isoformat()},
     ]
 
-    def down(*_: object, **__: object) -> None:
-        raise ConnectionError("online store unreachable")
-
     with monkeypatch.context() as patch:
-        patch.setattr(store, "write_to_online_store", down)
+        patch.setattr(store, "write_to_online_store", _online_store_down)
         with pytest.raises(ConnectionError):
             realtime.ingest(tiny_clean, batch, store=store)
     view = store.get_feature_view(realtime.VIEW)
@@ -176,10 +178,7 @@ def test_a_stream_batch_that_cannot_be_stored_is_one_error_line_and_left_unackno
 
     store = repo.ensure_applied(tiny_clean)
 
-    def down(*_: object, **__: object) -> None:
-        raise ConnectionError("online store unreachable")
-
-    monkeypatch.setattr(store, "write_to_online_store", down)
+    monkeypatch.setattr(store, "write_to_online_store", _online_store_down)
     now = datetime.now(UTC).replace(microsecond=0)
     message = {"kind": "event", **_event("A", 0, event_id="n-1"), "ts": now.isoformat()}
     with caplog.at_level("ERROR", logger="features.stream"), pytest.raises(NackMessage):
