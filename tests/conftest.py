@@ -119,8 +119,16 @@ TESTS = Path(__file__).resolve().parent
 def pytest_configure(config: pytest.Config) -> None:
     """Feast's import puts ``simplefilter("once", DeprecationWarning)`` in front of every filter (see
     ``portrait.quiet``); imported inside a test module's collection it would go in front of the ``filterwarnings``
-    of pyproject.toml too. Imported here, before any collection, it stays behind them."""
+    of pyproject.toml too. Imported here, before any collection, it stays behind them.
+
+    The own-data example's CSV files are generated, not committed: written here once, by the process that starts
+    the run (before any xdist worker), as the README's ``python examples/own_data/generate.py`` does."""
     import feast  # noqa: F401
+
+    if not hasattr(config, "workerinput"):
+        import runpy
+
+        runpy.run_path(str(TESTS.parent / "examples" / "own_data" / "generate.py"), run_name="__main__")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -4,8 +4,9 @@ A shop that only records *who bought on which day* (``customer,date``, dates as 
 shop's time zone): 800 customers over two years (2023-01-01 .. 2024-12-30). Each customer signs up on a
 random day, buys at a personal rate (about monthly on average) for a personal lifetime, then stops; at
 most one purchase per customer and day. ``orders_batch.csv`` is "yesterday's orders" (2024-12-31) plus one
-order of 2024-12-10 that reached the export late. Deterministic: run ``python generate.py`` to rewrite the
-same files. The files are committed, so the example needs no step before ``portrait data import``.
+order of 2024-12-10 that reached the export late. Deterministic: ``python examples/own_data/generate.py``
+writes the same files every time. They are generated, not committed (``.gitignore``): the README runs this
+before ``portrait data import``, and the test suite runs it at start (``tests/conftest.py``).
 """
 
 from __future__ import annotations
