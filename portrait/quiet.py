@@ -3,8 +3,8 @@
 * ibis 12's DuckDB backend (the pipeline, Feast's offline store) calls DuckDB 2.0's deprecated
   ``fetch_arrow_table()``; nothing of Portrait's does.
 * MLflow's SQL tracking store uses SQLAlchemy's deprecated ``noload`` loader strategy.
-* ArviZ (imported by PyMC-Marketing for the purchase model) warns once a day (``FutureWarning``) that its
-  next major version will change its API; Portrait does not call ArviZ.
+* ArviZ (imported by PyMC-Marketing for the purchase model) warns once a day per machine (``FutureWarning``,
+  stamped in its cache folder) that its next major version will change its API; Portrait does not call ArviZ.
 * BentoML 1.4's SDK calls two APIs Pydantic 2.11 deprecated (``BaseModel.__get_pydantic_core_schema__`` when it
   builds the service's IO models, ``model_fields`` on an instance at a process's first request).
   ``serving.service`` calls :func:`quiet_third_party` after its imports (Feast's among them), before its
@@ -58,7 +58,7 @@ _MESSAGES = (
     # Tornado (under BentoML's process manager, circus) when the server stops on Ctrl-C.
     r"add_callback_from_signal is deprecated",
 )
-_FUTURE = (r"ArviZ is undergoing a major refactor",)
+_FUTURE = (r"\s*ArviZ is undergoing a major refactor",)  # its message starts with a line break
 _MLFLOW_DEFAULTS = {"MLFLOW_LOGGING_LEVEL": "WARNING", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 _MLFLOW_VERBOSE = {"MLFLOW_LOGGING_LEVEL": "INFO", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "true"}
 _EXIT_HOOK: list[bool] = []
