@@ -11,6 +11,13 @@ Redis, a second subscriber claims messages another consumer read but never ackno
 they have been pending for ``stream_claim_idle_ms``. Rejected items are appended, with their reason, to
 ``data/quarantine/stream.jsonl``: nothing is dropped silently.
 
+A message that cannot be stored is delivered again (claimed after ``stream_claim_idle_ms``), one message at a
+time, so the rest of its batch goes through. On Redis, one that has failed ``stream_max_deliveries`` deliveries
+(a poison message, or a store down for that long) is set aside: appended with its last error to
+``data/quarantine/stream_dead.jsonl`` and acknowledged, so it no longer logs an error every few seconds.
+:func:`replay` (``portrait stream --replay``) publishes the set-aside messages again; what had landed before
+is a duplicate, and its customers are pushed again.
+
 FastStream's own lines (start, stop, one per message received and processed) go to :data:`broker_log` at
 debug level instead of its coloured handlers on stdout and stderr: a running consumer logs one line per batch
 (:func:`handle`), and ``portrait --verbose stream`` shows FastStream's as well.
@@ -45,6 +52,7 @@ broker_log = _ServiceLines(logging.getLogger(f"{__name__}.broker"))
 
 GROUP = "portrait"
 BATCH = 1000
+DEAD_LETTERS = "stream_dead.jsonl"
 
 
 def broker_url(settings: Settings) -> str:
@@ -93,8 +101,54 @@ def handle(settings: Settings, messages: Sequence[Any], store: Any, landing: Lan
     return result
 
 
-def _quarantine(settings: Settings, rejected: Sequence[tuple[Any, str]]) -> None:
-    path = settings.quarantine_dir / "stream.jsonl"
+def set_aside(
+    settings: Settings, message: Any, deliveries: int, error: BaseException, message_id: str
+) -> None:
+    """Dead-letter a message that failed ``deliveries`` times (see the module doc)."""
+    reason = f"undeliverable: {deliveries} deliveries failed, the last with {type(error).__name__}: {error}"
+    _quarantine(settings, [(message, reason)], DEAD_LETTERS)
+    logger.error(
+        "stream message %s set aside after %d failed deliveries (%s: %s) in %s; `portrait stream --replay` "
+        "sends it again",
+        message_id,
+        deliveries,
+        type(error).__name__,
+        error,
+        settings.quarantine_dir / DEAD_LETTERS,
+    )
+
+
+def replay(settings: Settings) -> int:
+    """Publish the set-aside messages again, oldest first, and remove them from the quarantine.
+
+    The file is renamed before it is read, so a consumer setting more messages aside meanwhile starts a new one;
+    a replay that fails part way leaves the renamed file, which the next replay sends again (duplicates land
+    once)."""
+    import asyncio
+
+    folder = settings.quarantine_dir
+    current = folder / DEAD_LETTERS
+    if current.exists():
+        current.rename(folder / f"{current.stem}.replaying-{datetime.now(UTC):%Y%m%dT%H%M%S%f}.jsonl")
+    files = sorted(folder.glob(f"{current.stem}.replaying-*.jsonl"))
+    messages: list[Any] = []
+    for path in files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                messages.append(json.loads(line)["item"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}, line {number}: not a set-aside message ({exc})") from None
+    if messages:
+        asyncio.run(publish(settings, messages))
+    for path in files:
+        path.unlink()
+    return len(messages)
+
+
+def _quarantine(settings: Settings, rejected: Sequence[tuple[Any, str]], name: str = "stream.jsonl") -> None:
+    path = settings.quarantine_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
     at = datetime.now(UTC).isoformat()
     with path.open("a", encoding="utf-8") as fh:
@@ -125,7 +179,7 @@ def build_app(settings: Settings, store: Any) -> Any:
             auto_commit=False,
             ack_policy=AckPolicy.NACK_ON_ERROR,
         )
-        async def consume_kafka(messages: list[dict[str, Any]]) -> None:
+        async def consume_kafka(messages: list[Any]) -> None:
             handle(settings, messages, store, landing)
 
         return FastStream(broker, logger=broker_log)
@@ -136,7 +190,9 @@ def build_app(settings: Settings, store: Any) -> Any:
     broker = RedisBroker(url, logger=broker_log)
     name = consumer_name(settings)
 
-    async def consume_batch(messages: list[dict[str, Any]]) -> None:
+    # Bodies are typed Any: `handle` sets aside what is not a JSON object (a type FastStream checked would fail
+    # the whole batch at every delivery).
+    async def consume_batch(messages: list[Any]) -> None:
         handle(settings, messages, store, landing)
 
     broker.subscriber(
@@ -144,8 +200,20 @@ def build_app(settings: Settings, store: Any) -> Any:
         ack_policy=AckPolicy.NACK_ON_ERROR,
     )(consume_batch)
 
-    async def reclaim(message: dict[str, Any]) -> None:
-        handle(settings, [message], store, landing)
+    from faststream import Context
+    from faststream.exceptions import NackMessage
+
+    the_message = Context("message")  # FastStream's message: its id, its delivery count
+
+    async def reclaim(message: Any, raw: Any = the_message) -> None:
+        try:
+            handle(settings, [message], store, landing)
+        except NackMessage as exc:
+            deliveries = await raw.get_delivery_count()
+            if deliveries < settings.stream_max_deliveries:
+                raise
+            ids = raw.raw_message.get("message_ids") or [b"?"]
+            set_aside(settings, message, deliveries, exc.__cause__ or exc, ids[0].decode())
 
     broker.subscriber(  # messages a dead consumer read but never acknowledged
         stream=StreamSub(
@@ -183,7 +251,7 @@ def ensure_group(url: str, stream: str) -> None:
         client.close()
 
 
-async def publish(settings: Settings, items: Sequence[dict[str, Any]]) -> None:
+async def publish(settings: Settings, items: Sequence[Any]) -> None:
     """Put items on the stream (tests, the demo, benchmarks; a CDP publishes its own)."""
     from faststream.redis import RedisBroker
 

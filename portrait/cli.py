@@ -800,7 +800,16 @@ def _loopback(host: str) -> bool:
 
 
 @app.command("stream")
-def stream_cmd() -> None:
+def stream_cmd(
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Send the messages set aside after failed deliveries (data/quarantine/stream_dead.jsonl) to "
+            "the stream again, then exit.",
+        ),
+    ] = False,
+) -> None:
     """Consume events and transactions from the broker (Redis Streams, or Kafka by settings) into the
     landing zone and the real-time features; at least once, deduplicated. Stop with Ctrl-C."""
     from features.repo import ensure_applied
@@ -808,6 +817,9 @@ def stream_cmd() -> None:
     from portrait.backends import BackendUnavailable, redact
 
     settings = _settings()
+    if replay:
+        _replay_stream(settings)
+        return
     try:  # the real-time view the consumer pushes to is registered in a fresh workspace too
         store = ensure_applied(settings)
     except BackendUnavailable as exc:
@@ -824,6 +836,28 @@ def stream_cmd() -> None:
     except KeyboardInterrupt:
         pass
     console.print("stopped")
+
+
+def _replay_stream(settings: Settings) -> None:
+    from redis.exceptions import RedisError
+
+    from features.stream import broker_url, replay
+    from portrait.backends import redact
+
+    url = broker_url(settings)
+    if url.startswith("kafka://"):
+        raise _fail("--replay is for Redis Streams: nothing is set aside on Kafka")
+    try:
+        sent = replay(settings)
+    except (ConnectionError, OSError, RedisError) as exc:
+        raise _fail(f"broker {redact(url)} unreachable: {exc}", EXIT_UNAVAILABLE) from None
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{sent:,} set-aside message(s) sent again to {settings.events_stream!r}"
+        if sent
+        else "nothing set aside"
+    )
 
 
 @app.command("score")

@@ -175,6 +175,12 @@ class Settings(BaseSettings):
     stream_claim_idle_ms: int = Field(
         5_000, ge=100, description="Claim stream messages another consumer left unacknowledged this long."
     )
+    stream_max_deliveries: int = Field(
+        60,
+        ge=2,
+        description="A Redis Streams message that failed this many deliveries is set aside, with its last error, "
+        "in data/quarantine/stream_dead.jsonl and acknowledged; `portrait stream --replay` sends it again.",
+    )
     train_threads: int | None = Field(
         None,
         ge=1,

@@ -92,3 +92,21 @@ def test_every_command_fails_in_one_line_without_a_traceback(
             errors = [line for line in result.output.splitlines() if line.startswith("error:")]
             reported = "data check" in result.output or "skipped" in result.output
             assert len(errors) == 1 or (not errors and reported), f"{where}: {result.output}"
+
+
+def test_stream_replay_of_a_damaged_dead_letter_file_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PORTRAIT_HOME", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "300")
+    runner = CliRunner()
+    nothing = runner.invoke(app, ["stream", "--replay"])
+    assert nothing.exit_code == 0 and "nothing set aside" in nothing.output
+    folder = tmp_path / "data" / "quarantine"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stream_dead.jsonl").write_text('{"item": {"kind": "event"}, "reason": "x"}\n{"truncated')
+    result = runner.invoke(app, ["stream", "--replay"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.strip()]
+    assert error.startswith("error: ") and "stream_dead.replaying-" in error and "line 2" in error
+    assert len(list(folder.glob("stream_dead.replaying-*.jsonl"))) == 1  # kept, nothing sent

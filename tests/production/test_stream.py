@@ -125,3 +125,96 @@ def test_a_killed_consumer_restarts_without_loss_or_double_counting(
     assert killed_at < len(items)
     assert landed == len(items)  # every event exactly once (the landing key drops redeliveries)
     assert pending == 0  # and every message acknowledged in the end
+
+
+def test_a_message_that_keeps_failing_is_set_aside_and_replayed(
+    tiny_clean: Settings, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The online store is down: the batch is delivered again message by message until each has failed
+    `stream_max_deliveries` times, then set aside with its error and acknowledged (no error line every few
+    seconds for ever). A message that is not a JSON object is quarantined at its first delivery. Once the store
+    is back, `replay` sends the set-aside messages again and they reach the online store."""
+    import json
+
+    from features import realtime, repo, stream
+
+    settings = Settings(
+        home=tiny_clean.home,
+        events_stream=f"portrait-test-{uuid.uuid4().hex[:8]}",
+        broker_url=servers.redis_url,
+        stream_consumer="consumer-1",
+        stream_claim_idle_ms=100,
+        stream_max_deliveries=3,
+    )
+    store = repo.ensure_applied(settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    items = [
+        {
+            "kind": "event",
+            "event_id": f"d{i}",
+            "customer_id": "A",
+            "ts": (now - timedelta(minutes=i)).isoformat(),
+            "event_type": "add_to_cart",
+            "session_id": "s",
+        }  # fmt: skip
+        for i in range(2)
+    ]
+    dead = settings.quarantine_dir / stream.DEAD_LETTERS
+    rejected = settings.quarantine_dir / "stream.jsonl"
+    client = redis.Redis.from_url(servers.redis_url)
+
+    def lines(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    async def consume_until(done, timeout: float) -> None:  # noqa: ANN001 - a predicate
+        broker = stream.build_app(settings, store).broker
+        await broker.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while not done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+        finally:
+            await broker.stop()
+
+    def down(*_: object, **__: object) -> None:
+        raise ConnectionError("online store unreachable")
+
+    try:
+        asyncio.run(stream.publish(settings, [*items, "not an object"]))
+        with monkeypatch.context() as patch:
+            patch.setattr(store, "write_to_online_store", down)
+            asyncio.run(consume_until(lambda: len(lines(dead)) == 2 and len(lines(rejected)) == 1, 60))
+            assert client.xpending(settings.events_stream, stream.GROUP)["pending"] == 0
+        set_aside = lines(dead)
+        assert sorted(d["item"]["event_id"] for d in set_aside) == ["d0", "d1"]
+        assert all(d["reason"].startswith("undeliverable: 3 deliveries failed, the last with ConnectionError")
+                   for d in set_aside)  # fmt: skip
+        assert [r["item"] for r in lines(rejected)] == ["not an object"]
+        assert lines(rejected)[0]["reason"].startswith("malformed_message")
+        view = store.get_feature_view(realtime.VIEW)
+        assert realtime.read_online(store, view, ["A"]) == [None]  # landed, never pushed
+
+        replayed = subprocess.run(
+            [sys.executable, "-m", "portrait.cli", "stream", "--replay"],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "PORTRAIT_HOME": str(settings.home),
+                "PORTRAIT_BROKER_URL": servers.redis_url,
+                "PORTRAIT_EVENTS_STREAM": settings.events_stream,
+                "PYTHONPATH": str(ROOT),
+            },  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert replayed.returncode == 0, replayed.stderr
+        assert "2 set-aside message(s) sent again" in replayed.stdout + replayed.stderr
+        assert not dead.exists() and not list(settings.quarantine_dir.glob("stream_dead*"))
+        asyncio.run(consume_until(lambda: realtime.read_online(store, view, ["A"]) != [None], 60))
+        row = realtime.read_online(store, view, ["A"])[0]
+        assert row is not None and row.values["carts_1h"] == 2
+        assert stream.replay(settings) == 0  # nothing left to send
+    finally:
+        client.delete(settings.events_stream)
+        client.close()
