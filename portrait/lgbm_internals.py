@@ -9,6 +9,10 @@ wraps none of it. :class:`RowLeaves` calls it through what the package itself us
 * the C API constants ``_C_API_PREDICT_LEAF_INDEX`` and ``_C_API_DTYPE_FLOAT64``;
 * ``Booster._handle``: the booster's C handle, which every C API call takes.
 
+And one piece of how ``lightgbm.dask`` works inside (:func:`ranks_in_block_order`): its private ``_train`` asks
+``client.who_has(parts)`` where the training blocks are and ranks the workers, and orders each worker's blocks, in
+the order of that answer, which Distributed builds from a set (so the order changes between runs).
+
 The LightGBM version is pinned by the lock file; ``tests/test_lgbm_internals.py`` checks these names and that the
 fast path's leaves are ``Booster.predict(x, pred_leaf=True)``'s, so an upgrade that moves them fails there.
 """
@@ -18,6 +22,9 @@ from __future__ import annotations
 import ctypes
 import threading
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -92,3 +99,29 @@ class RowLeaves:
                 )
                 out[i] = self._out
         return out
+
+
+@contextmanager
+def ranks_in_block_order(client: Any) -> Iterator[None]:
+    """While open, ``client.who_has(futures)`` answers in the order of ``futures``: ``lightgbm.dask``'s
+    ``_train`` then ranks the workers by their first training block and keeps each worker's blocks in order.
+
+    Distributed's ``Client.who_has`` collects the keys in a set, so its answer's order (and with it the ranks
+    LightGBM gives the workers, and the features whose bins each worker computes from its rows) changed from
+    one process to the next. Only this client instance is affected, only for the duration."""
+    original = client.who_has
+
+    def ordered(futures: Any = None, **kwargs: Any) -> Any:
+        answer = original(futures, **kwargs)
+        if futures is None:
+            return answer
+        keys = [f.key for f in futures]
+        ordered_answer = type(answer)({k: answer[k] for k in keys if k in answer})
+        ordered_answer.update(answer)  # anything else it holds, after
+        return ordered_answer
+
+    client.who_has = ordered
+    try:
+        yield
+    finally:
+        del client.who_has  # the class's method again

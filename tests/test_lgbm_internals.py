@@ -69,3 +69,33 @@ def test_fast_single_row_leaves_equal_lightgbms_predict(booster: lgb.Booster) ->
 
 def test_model_uses_the_adapter() -> None:
     assert model.RowLeaves is RowLeaves
+
+
+def test_lightgbm_dask_ranks_workers_in_the_order_who_has_answers() -> None:
+    """What :func:`portrait.lgbm_internals.ranks_in_block_order` relies on in ``lightgbm.dask._train``."""
+    import inspect
+
+    from lightgbm import dask as lgb_dask
+
+    source = inspect.getsource(lgb_dask._train)
+    assert "who_has = client.who_has(parts)" in source
+    assert "worker_map[next(iter(workers))].append(key_to_part_dict[key])" in source
+    assert "for worker, list_of_parts in worker_map.items()" in source  # ranks, in this order
+    assert "worker_address_to_port.items()" in source  # the machines list, in worker_map's order
+
+
+def test_who_has_answers_in_the_order_asked_while_ranks_are_in_block_order() -> None:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        futures = client.map(lambda i: i, range(40))
+        client.gather(futures)
+        with lgbm_internals.ranks_in_block_order(client):
+            answer = client.who_has(futures)
+            assert list(answer) == [f.key for f in futures]
+            assert list(client.who_has(futures[::-1])) == [f.key for f in futures[::-1]]
+        assert "who_has" not in vars(client)  # the class's method again
+        assert sorted(client.who_has(futures)) == sorted(f.key for f in futures)

@@ -12,7 +12,8 @@ How a tag model trains at scale (see :mod:`training.fit`):
    histograms, so no machine holds the whole frame. It keeps what the single-machine refit does: the best
    parameters, the number of rounds it would run, the calibration fitted on the held-out customers, the
    value factor of a log-link model and tiers at the quantiles of the latest training snapshot's scores.
-   The result is the same :class:`portrait.model.TagModel`, served as any other.
+   The result is the same :class:`portrait.model.TagModel`, served as any other. The same rows in the same
+   order give the same model: each worker gets one consecutive block of them, ranked in block order.
 
 The rows reach the workers as a Dask DataFrame (``dask.dataframe.read_parquet`` of a training frame a Spark
 job wrote -- ``RetrievalJob.to_spark_df()`` of the Spark offline store -- or ``from_pandas`` for a frame in
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from portrait.lgbm_internals import ranks_in_block_order
 from portrait.model import TagModel
 from portrait.settings import Settings
 from training.dataset import TrainingSet
@@ -41,6 +43,7 @@ from training.fit import FitOutcome, scale_log_link, tier_thresholds
 from training.specs import ModelSpec
 
 if TYPE_CHECKING:
+    import dask.array as da
     import dask.dataframe as dd
     import lightgbm as lgb
     from distributed import Client
@@ -115,12 +118,9 @@ def train_distributed(
     # filtered read_parquet into fewer partitions when it optimises, and an unoptimised frame's npartitions
     # (one per file) then disagrees with the lengths computed (seen at 1M rows: "4 != 8", or lost keys).
     matrix = frame.optimize().map_partitions(_matrix_frame, model, meta=meta)
-    workers = max(1, len(client.scheduler_info().get("workers", {})))
-    if matrix.npartitions < workers:
-        matrix = matrix.repartition(npartitions=workers)
     # One float64 array (features, then the label) with known row counts, held by the workers: x and y are
     # slices of it, so their chunks line up.
-    array = client.persist(matrix.optimize().to_dask_array(lengths=True))
+    array = _one_block_per_worker(client, matrix.optimize().to_dask_array(lengths=True))
     n = len(model.features)
     x, y = array[:, :n], array[:, n]
     estimator_type = DaskLGBMClassifier if model.kind == "classifier" else DaskLGBMRegressor
@@ -130,8 +130,40 @@ def train_distributed(
         # Always raised by LightGBM's Dask estimators for their own default n_jobs=None, whatever one passes
         # (LightGBM issue #6797, open): the per-worker thread count is the one used, as intended.
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored", category=UserWarning)
-        estimator.fit(x, y, feature_name=list(model.features), categorical_feature=categorical)
+        with ranks_in_block_order(client):
+            estimator.fit(x, y, feature_name=list(model.features), categorical_feature=categorical)
     return estimator.booster_, int(array.shape[0])
+
+
+def _one_block_per_worker(client: Client, array: da.Array) -> da.Array:
+    """``array`` in as many consecutive row blocks as there are workers, block ``i`` computed on the ``i``-th
+    worker (in address order).
+
+    LightGBM's distributed training draws its bagging sample on each worker from the rows it holds, in the
+    order of its blocks, and ranks the workers in the order of the blocks it is given; where the scheduler
+    happened to put several blocks per worker changed the model from one run to the next (4 runs on 4
+    blocks, 4 models). One block per worker, block ``i`` at rank ``i``: the same rows in the same order give
+    the same model."""
+    import dask.array as da
+
+    workers = sorted(client.scheduler_info().get("workers", {}))
+    n = int(array.shape[0])
+    k = max(1, min(len(workers), n))
+    bounds = [n * i // k for i in range(k + 1)]
+    array = array.rechunk({0: tuple(b - a for a, b in zip(bounds, bounds[1:], strict=False)), 1: -1})
+    if len(workers) < 2:
+        return client.persist(array)
+    blocks = array.to_delayed().ravel()
+    placed = [
+        client.compute(block, workers=[worker], allow_other_workers=False)
+        for block, worker in zip(blocks, workers, strict=False)
+    ]
+    return da.concatenate(
+        [
+            da.from_delayed(future, shape=(rows, array.shape[1]), dtype=array.dtype)
+            for future, rows in zip(placed, array.chunks[0], strict=True)
+        ]
+    )
 
 
 def training_frame(ts: TrainingSet, npartitions: int) -> dd.DataFrame:

@@ -15,7 +15,7 @@ from portrait.settings import Settings
 from tests.cluster.conftest import PLAN, SourceData, copy_workspace
 from training import fit as fit_module
 from training.dataset import OnDiskFrame, build_training_set
-from training.distributed import dask_client
+from training.distributed import dask_client, train_distributed, training_frame
 from training.train import fit_final, plan_for, resolve
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,31 @@ def test_dask_refit_matches_single_machine(
     served = pickle.loads(pickle.dumps(distributed))  # what MLflow stores and serving loads
     explained = served.explain(ts.test.head(20))
     assert len(explained) == 20 and explained.reasons.map(len).gt(0).all()
+
+
+def test_the_distributed_fit_gives_the_same_model_every_time(
+    source_data: SourceData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LightGBM bags rows on each worker from the blocks it holds and ranks the workers in the order Dask
+    names their blocks (from a set): where the scheduler put the blocks, and that order, changed the model from
+    one fit to the next (4 fits, 4 models). One block per worker, ranked in block order: one model."""
+    settings = Settings(
+        home=copy_workspace(source_data, tmp_path / "ws", features=True),
+        mlflow_tracking_uri=None,
+        train_threads=1,
+        dask_workers=2,
+    )
+    spec, options = resolve(settings, "churn", **PLAN)
+    ts = build_training_set(settings, "churn", spec.label, plan_for(settings, spec, **options))
+    monkeypatch.setattr(fit_module, "MAX_ROUNDS", 30)
+    outcome = fit_final(settings, ts, spec, trials=1)
+    params = {**outcome.params, "bagging_fraction": 0.7, "bagging_freq": 1, "feature_fraction": 0.8}
+    scores = []
+    with dask_client(settings) as client:
+        for _ in range(3):  # 5 partitions, 2 workers; new block keys (and their set order) at every fit
+            booster, _rows = train_distributed(client, training_frame(ts, 5), outcome.model, params, 30)
+            scores.append(booster.predict(outcome.model.matrix(ts.test)))
+    assert all(np.array_equal(scores[0], other) for other in scores[1:])
 
 
 def test_dask_refit_reads_every_row_of_a_frame_on_disk(
