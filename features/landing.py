@@ -188,21 +188,22 @@ class Landing:
         frame["ts"] = pd.to_datetime(frame["ts"].astype(float), unit="s", utc=True)
         return frame
 
-    def existing(self, kind: Kind, item_ids: Sequence[str]) -> set[str]:
-        """Which of ``item_ids`` have landed already (a retry or a redelivery is answered without work)."""
+    def existing(self, kind: Kind, item_ids: Sequence[str]) -> dict[str, str]:
+        """Which of ``item_ids`` have landed already (a retry or a redelivery is answered without work), with
+        the customer each landed for."""
         placeholder = "%s" if self.production else "?"
-        found: set[str] = set()
+        found: dict[str, str] = {}
         ids = list(dict.fromkeys(item_ids))
         with self._connect() as con:
             cur = con.cursor()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 cur.execute(
-                    f"SELECT item_id FROM portrait_landing WHERE kind = {placeholder} "
+                    f"SELECT item_id, customer_id FROM portrait_landing WHERE kind = {placeholder} "
                     f"AND item_id IN ({', '.join([placeholder] * len(chunk))})",
                     (kind, *chunk),
                 )
-                found.update(r[0] for r in cur.fetchall())
+                found.update((r[0], r[1]) for r in cur.fetchall())
         return found
 
     def count(self, kind: Kind | None = None) -> int:

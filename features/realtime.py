@@ -271,7 +271,7 @@ def ingest(
     landed: list[Item] = []
     # Items whose explicit id has landed already (a retry, a redelivery) need no validation.
     given = [str(e["event_id"]) for e in events if e.get("event_id")]
-    seen = landing.existing("event", given) if given else set()
+    seen = landing.existing("event", given) if given else {}
     if seen:
         result.duplicates += sum(1 for e in events if e.get("event_id") and str(e["event_id"]) in seen)
     for offset, table, rows in ((0, "events", events), (len(events), "transactions", transactions)):
@@ -303,9 +303,7 @@ def ingest(
     # Customers of items landed before are pushed again: a batch redelivered because its push failed (or its
     # process died between landing and push) must still reach the online store.
     again = {item.customer_id for item, is_new in zip(landed, new, strict=True) if not is_new}
-    again |= {
-        str(e["customer_id"]) for e in events if str(e.get("event_id") or "") in seen and e.get("customer_id")
-    }
+    again |= set(seen.values())  # as landed (the retried request's own customer_id is not validated again)
     if (customers or again) and store is not None:
         push(settings, store, landing, sorted({*customers, *again}))
     return result

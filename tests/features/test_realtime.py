@@ -169,6 +169,27 @@ def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again
     assert row is not None and row.values["carts_1h"] == 1 and row.values["events_1h"] == 2
 
 
+def test_a_redelivered_event_pushes_the_customer_it_landed_for(
+    tiny_clean: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A duplicate is not validated again, so its customer is the one stored with it, not the retry's."""
+    from features import repo
+
+    store = repo.ensure_applied(tiny_clean)
+    now = datetime.now(UTC).replace(microsecond=0)
+    event = {**_event("A", 0, "add_to_cart", event_id="r-1"), "ts": (now - timedelta(minutes=3)).isoformat()}
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "write_to_online_store", _online_store_down)
+        with pytest.raises(ConnectionError):
+            realtime.ingest(tiny_clean, [event], store=store)
+    again = realtime.ingest(tiny_clean, [{**event, "customer_id": "B"}], store=store)
+    assert (again.accepted, again.duplicates) == (0, 1)
+    view = store.get_feature_view(realtime.VIEW)
+    a, b = realtime.read_online(store, view, ["A", "B"])
+    assert a is not None and a.values["carts_1h"] == 1
+    assert b is None
+
+
 def test_a_stream_batch_that_cannot_be_stored_is_one_error_line_and_left_unacknowledged(
     tiny_clean: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
