@@ -131,12 +131,14 @@ def pytest_configure(config: pytest.Config) -> None:
         runpy.run_path(str(TESTS.parent / "examples" / "own_data" / "generate.py"), run_name="__main__")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One ``xdist_group`` per test folder (``tests/serving``, ``tests/cluster``, ...; the files directly in
-    ``tests/`` form one more): ``make test`` runs ``pytest -n 2 --dist loadgroup``, so a folder's
-    session-scoped workspaces (a trained service, a Spark session) are built once, by the worker that runs
-    that folder, while the other worker runs another folder."""
-    for item in items:
-        relative = Path(str(item.path)).resolve().relative_to(TESTS)
-        group = relative.parts[0] if len(relative.parts) > 1 else "root"
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``make test`` runs ``pytest -n 2 --dist loadgroup``: each test folder (``tests/serving``,
+    ``tests/cluster``, ...; the files directly in ``tests/`` form one more) runs on one worker, so its
+    session-scoped workspaces (a trained service, a Spark session) are built once, while the other worker runs
+    another folder (:mod:`tests.xdist_folders`)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_folders import FolderScheduling
+
+    return FolderScheduling(config, log)
