@@ -190,8 +190,8 @@ def build_app(settings: Settings, store: Any) -> Any:
     broker = RedisBroker(url, logger=broker_log)
     name = consumer_name(settings)
 
-    # Bodies are typed Any: `handle` sets aside what is not a JSON object (a type FastStream checked would fail
-    # the whole batch at every delivery).
+    # Bodies are typed Any: `handle` quarantines what is not a JSON object (a type FastStream checked would fail
+    # the whole batch at every delivery, and the message would never be acknowledged).
     async def consume_batch(messages: list[Any]) -> None:
         handle(settings, messages, store, landing)
 
