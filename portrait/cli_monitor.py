@@ -110,6 +110,9 @@ def print_cards(settings: Settings, client: object = None) -> None:
     from portrait.predlog import quality_cards
 
     cards = quality_cards(settings, client)
+    if not any(card.version for card in cards.values()):
+        out.print("no champions yet, so no quality cards: run `portrait train all`")
+        return
     table = Table(title="quality cards")
     for col in ("model", "version", "grade", "evidence", "date", "headline", "calibration", "actual by tier"):
         table.add_column(col)

@@ -149,6 +149,9 @@ def test_commands_answer_bad_input_with_one_line(tmp_path, monkeypatch):
     _one_line_error(runner.invoke(app, ["retrain", "--trials", "0"]), 2, "--trials must be at least 1")
     _one_line_error(runner.invoke(app, ["monitor"]), 2, "no validated data")
     _one_line_error(runner.invoke(app, ["retrain", "--if-needed"]), 2, "no validated data")
+    monkeypatch.setenv("PORTRAIT_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    nothing = runner.invoke(app, ["cards"])  # nothing trained: a hint, not a table of dashes
+    assert nothing.exit_code == 0 and "no champions yet" in nothing.output and "grade" not in nothing.output
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
