@@ -812,14 +812,14 @@ def stream_cmd(
 ) -> None:
     """Consume events and transactions from the broker (Redis Streams, or Kafka by settings) into the
     landing zone and the real-time features; at least once, deduplicated. Stop with Ctrl-C."""
+    settings = _settings()
+    if replay:  # before the consumer's imports (Feast's among them): a replay only publishes
+        _replay_stream(settings)
+        return
     from features.repo import ensure_applied
     from features.stream import broker_url, consume
     from portrait.backends import BackendUnavailable, redact
 
-    settings = _settings()
-    if replay:
-        _replay_stream(settings)
-        return
     try:  # the real-time view the consumer pushes to is registered in a fresh workspace too
         store = ensure_applied(settings)
     except BackendUnavailable as exc:

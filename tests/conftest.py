@@ -109,6 +109,11 @@ def _users_warning_filters() -> None:
     quiet_third_party()
 
 
+def online_store_down(*_: object, **__: object) -> None:
+    """Stands in for ``FeatureStore.write_to_online_store`` while the online store is unreachable."""
+    raise ConnectionError("online store unreachable")
+
+
 def ci_required() -> bool:
     return bool(os.environ.get("CI"))
 

@@ -30,6 +30,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,7 +151,7 @@ def _one_block_per_worker(client: Client, array: da.Array) -> da.Array:
     n = int(array.shape[0])
     k = max(1, min(len(workers), n))
     bounds = [n * i // k for i in range(k + 1)]
-    array = array.rechunk({0: tuple(b - a for a, b in zip(bounds, bounds[1:], strict=False)), 1: -1})
+    array = array.rechunk({0: tuple(b - a for a, b in pairwise(bounds)), 1: -1})
     if len(workers) < 2:
         return client.persist(array)
     blocks = array.to_delayed().ravel()

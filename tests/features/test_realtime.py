@@ -12,6 +12,7 @@ from features import realtime
 from features.landing import Landing, export_raw
 from features.validate import validate_workspace
 from portrait.settings import Settings
+from tests.conftest import online_store_down
 
 T0 = datetime(2024, 5, 31, 23, 0, tzinfo=UTC)
 
@@ -138,11 +139,6 @@ def test_a_batch_of_only_bad_items_is_answered_item_by_item(tiny_clean: Settings
     assert result.accepted == 0 and result.rejected == [(0, "missing_customer_id")]
 
 
-def _online_store_down(*_: object, **__: object) -> None:
-    """Stands in for ``FeatureStore.write_to_online_store`` while the online store is unreachable."""
-    raise ConnectionError("online store unreachable")
-
-
 def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again(
     tiny_clean: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,7 +154,7 @@ def test_a_batch_whose_push_failed_reaches_the_online_store_when_delivered_again
     ]
 
     with monkeypatch.context() as patch:
-        patch.setattr(store, "write_to_online_store", _online_store_down)
+        patch.setattr(store, "write_to_online_store", online_store_down)
         with pytest.raises(ConnectionError):
             realtime.ingest(tiny_clean, batch, store=store)
     view = store.get_feature_view(realtime.VIEW)
@@ -179,7 +175,7 @@ def test_a_redelivered_event_pushes_the_customer_it_landed_for(
     now = datetime.now(UTC).replace(microsecond=0)
     event = {**_event("A", 0, "add_to_cart", event_id="r-1"), "ts": (now - timedelta(minutes=3)).isoformat()}
     with monkeypatch.context() as patch:
-        patch.setattr(store, "write_to_online_store", _online_store_down)
+        patch.setattr(store, "write_to_online_store", online_store_down)
         with pytest.raises(ConnectionError):
             realtime.ingest(tiny_clean, [event], store=store)
     again = realtime.ingest(tiny_clean, [{**event, "customer_id": "B"}], store=store)
@@ -199,7 +195,7 @@ def test_a_stream_batch_that_cannot_be_stored_is_one_error_line_and_left_unackno
 
     store = repo.ensure_applied(tiny_clean)
 
-    monkeypatch.setattr(store, "write_to_online_store", _online_store_down)
+    monkeypatch.setattr(store, "write_to_online_store", online_store_down)
     now = datetime.now(UTC).replace(microsecond=0)
     message = {"kind": "event", **_event("A", 0, event_id="n-1"), "ts": now.isoformat()}
     with caplog.at_level("ERROR", logger="features.stream"), pytest.raises(NackMessage):

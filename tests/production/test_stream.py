@@ -18,6 +18,7 @@ import redis
 
 from features.stream import GROUP, publish
 from portrait.settings import Settings
+from tests.conftest import online_store_down
 from tests.production.conftest import Servers
 
 pytestmark = pytest.mark.production
@@ -36,19 +37,29 @@ def _landed(settings: Settings) -> int:
             return 0
 
 
-def _consumer(settings: Settings, stream: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
+def _env(settings: Settings, stream: str, redis_url: str) -> dict[str, str]:
+    """`portrait stream`'s environment: the workspace, the stream and the broker."""
+    return {
         **os.environ,
         "PORTRAIT_HOME": str(settings.home),
         "PORTRAIT_EVENTS_STREAM": stream,
         "PORTRAIT_BROKER_URL": redis_url,
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+STREAM = [sys.executable, "-m", "portrait.cli", "stream"]
+
+
+def _consumer(settings: Settings, stream: str, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **_env(settings, stream, redis_url),
         "PORTRAIT_STREAM_CONSUMER": "consumer-1",
         "PORTRAIT_STREAM_CLAIM_IDLE_MS": "1000",
-        "PYTHONPATH": str(ROOT),
     }
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "portrait.cli", "stream"],
+            STREAM,
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -176,13 +187,10 @@ def test_a_message_that_keeps_failing_is_set_aside_and_replayed(
         finally:
             await broker.stop()
 
-    def down(*_: object, **__: object) -> None:
-        raise ConnectionError("online store unreachable")
-
     try:
         asyncio.run(stream.publish(settings, [*items, "not an object"]))
         with monkeypatch.context() as patch:
-            patch.setattr(store, "write_to_online_store", down)
+            patch.setattr(store, "write_to_online_store", online_store_down)
             asyncio.run(consume_until(lambda: len(lines(dead)) == 2 and len(lines(rejected)) == 1, 60))
             assert client.xpending(settings.events_stream, stream.GROUP)["pending"] == 0
         set_aside = lines(dead)
@@ -195,15 +203,9 @@ def test_a_message_that_keeps_failing_is_set_aside_and_replayed(
         assert realtime.read_online(store, view, ["A"]) == [None]  # landed, never pushed
 
         replayed = subprocess.run(
-            [sys.executable, "-m", "portrait.cli", "stream", "--replay"],
+            [*STREAM, "--replay"],
             cwd=ROOT,
-            env={
-                **os.environ,
-                "PORTRAIT_HOME": str(settings.home),
-                "PORTRAIT_BROKER_URL": servers.redis_url,
-                "PORTRAIT_EVENTS_STREAM": settings.events_stream,
-                "PYTHONPATH": str(ROOT),
-            },  # fmt: skip
+            env=_env(settings, settings.events_stream, servers.redis_url),
             capture_output=True,
             text=True,
             timeout=120,
